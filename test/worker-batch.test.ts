@@ -4,7 +4,7 @@
  * (Crash, shutdown, outage and replica tests with worker processes are in worker-processes.test.ts.)
  */
 import { EmailMessage } from '@mailroom/core';
-import { type Producer, queueKeys } from '@mailroom/producer';
+import { campaignStatus, type Producer, queueKeys, startCampaign } from '@mailroom/producer';
 import { createWorker, Ledger, type MailWorker, type WorkerOptions } from '@mailroom/worker';
 import { describe, expect, it } from 'vitest';
 import { bullmqQueue, queueIdle, queueRig, receiptsPerRecipient, useHarness } from './support/harness.js';
@@ -214,6 +214,52 @@ describe('worker batch delivery', () => {
       expect(text).not.toContain(password);
       expect(text).not.toContain(body);
     }
+  });
+
+  it('keeps every Redis key under the hash-tagged prefix of its queue (Redis Cluster safe)', async () => {
+    const { producer, queue } = await setup(
+      { onRcpt: (address) => (address.startsWith('bad') ? { code: 550 } : undefined) },
+      { rateLimit: '1000/s' },
+    );
+    // Touch every kind of key: batches, idempotency, ledgers kept for failures, the rate limiter,
+    // a campaign with its counters, seen-addresses and failures.
+    await producer.enqueue(messages(3), { idempotencyKey: 'signup-1', failSilently: true });
+    await producer.enqueue(new EmailMessage('x', 'y', 'news@example.com', ['bad@example.com']), {
+      failSilently: true,
+    });
+    await startCampaign(producer, {
+      id: 'prefix-check',
+      template: { subject: 'Hi', text: 'Hello {{ name }}', fromEmail: 'news@example.com' },
+      recipients: ['a@example.com', 'A@example.com', 'bad2@example.com'],
+    });
+    await waitUntil(
+      async () => (await campaignStatus(producer, 'prefix-check')).state === 'completed',
+      'the campaign',
+    );
+    await queueIdle(producer, 30_000);
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', `*${queue}*`, 'COUNT', 1000);
+      cursor = next;
+      keys.push(...found);
+    } while (cursor !== '0');
+    expect(keys.length).toBeGreaterThan(5);
+    for (const key of keys) expect(key.startsWith(`{mailroom}:${queue}:`), key).toBe(true);
+  });
+
+  it('never takes a backend (or anything else) from job data: a job naming one is refused as invalid', async () => {
+    const { server, producer, queue } = await setup();
+    const raw = bullmqQueue(harness, queue);
+    const good = (await import('@mailroom/core')).toWire(messages(1)[0] as EmailMessage);
+    const job = await raw.add(
+      'batch',
+      { v: 1, messages: [good], enqueuedAt: Date.now(), backend: 'console' },
+      { attempts: 1 },
+    );
+    await queueIdle(producer, 30_000);
+    expect(server.messages).toHaveLength(0);
+    expect((await raw.getJob(job.id as string))?.failedReason).toMatch(/Invalid batch payload.*backend/);
   });
 
   it('fails a corrupted job as invalid and goes on with the next job', async () => {

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { type ParsedAddress, parseAddress, parseAddressList } from './address.js';
@@ -480,7 +481,7 @@ export class EmailMessage {
         settled.content instanceof EmailMessage
           ? settled.content.message()
           : Buffer.from(toCrlf(toBuffer(settled.content).toString('latin1')), 'latin1');
-      return verbatimNode(bytes, 'message/rfc822', isAsciiBytes(bytes) ? '7bit' : '8bit', extras);
+      return verbatimNode(bytes, 'message/rfc822', isAscii(bytes) ? '7bit' : '8bit', extras);
     }
     if (settled.content instanceof EmailMessage) {
       throw new ValidationError(`${field}: an EmailMessage can only be attached as message/rfc822`, {
@@ -493,11 +494,6 @@ export class EmailMessage {
     }
     return binaryNode(toBuffer(settled.content), settled.mimetype, extras);
   }
-}
-
-function isAsciiBytes(bytes: Buffer): boolean {
-  for (let i = 0; i < bytes.length; i++) if ((bytes[i] as number) > 127) return false;
-  return true;
 }
 
 function mimePartNode(part: MimePart, charset: string, field: string): MimeNode {
@@ -514,7 +510,7 @@ function mimePartNode(part: MimePart, charset: string, field: string): MimeNode 
   }
   if (part.mimetype === 'message/rfc822') {
     const bytes = Buffer.from(toCrlf(toBuffer(part.content).toString('latin1')), 'latin1');
-    return verbatimNode(bytes, part.mimetype, isAsciiBytes(bytes) ? '7bit' : '8bit', extras);
+    return verbatimNode(bytes, part.mimetype, isAscii(bytes) ? '7bit' : '8bit', extras);
   }
   return binaryNode(toBuffer(part.content), part.mimetype, extras);
 }

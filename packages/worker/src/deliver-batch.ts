@@ -141,7 +141,6 @@ function report(
   entry: LedgerEntry,
   error: Error | undefined,
 ): void {
-  const recipients = pending.entry?.pending ?? pending.message.recipients();
   if (entry.state === 'd') {
     input.metrics.messageSent((Date.now() - pending.enqueuedAt) / 1000);
     if (entry.refused?.length) {
@@ -159,7 +158,7 @@ function report(
   const fields = {
     jobId: input.batch.jobId,
     index: pending.index,
-    to: truncateRecipients(recipients),
+    to: truncateRecipients(pending.entry?.pending ?? pending.message.recipients()),
     reason: entry.reason,
     code: entry.code,
     detail: entry.detail ?? error?.message,

@@ -245,18 +245,18 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
           throw new Error(`Lock lost for batch ${jobId}: taken over by another worker`);
         }
       }
-      const unsettled = () =>
-        data.messages
-          .map((_, index) => index)
-          .filter((index) => !FINAL_STATES.has(entries.get(index)?.state ?? 't'));
+      // Messages not yet final: the ones to cancel, re-queue or retry.
+      const remaining = data.messages
+        .map((_, index) => index)
+        .filter((index) => !FINAL_STATES.has(entries.get(index)?.state ?? 't'));
 
       if (campaignState === 'cancelled') {
-        for (const index of unsettled()) {
+        for (const index of remaining.splice(0)) {
           const entry: LedgerEntry = { state: 'c', reason: 'cancelled' };
           entries.set(index, entry);
           await ledger.record(batch, index, entry);
         }
-      } else if (unsettled().length > 0 && (campaignState === 'paused' || stopped === 'shutdown')) {
+      } else if (remaining.length > 0 && (campaignState === 'paused' || stopped === 'shutdown')) {
         // Not a failure: put the rest back without spending an attempt.
         if (campaignState === 'paused') {
           await job.moveToDelayed(Date.now() + workerDefaults.pausePoll, token);
@@ -265,11 +265,10 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
         }
         await job.moveToWait(token);
         finish('requeued');
-        logger.info({ jobId, remaining: unsettled().length }, 'shutdown: batch remainder back on the queue');
+        logger.info({ jobId, remaining: remaining.length }, 'shutdown: batch remainder back on the queue');
         throw new WaitingError();
       }
 
-      const remaining = unsettled();
       if (remaining.length > 0) {
         const attempt = await ledger.addAttempt(jobId);
         const connectionReason = connectionError

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import SMTPConnection, { type SMTPConnectionSendInfo } from 'nodemailer/lib/smtp-connection';
@@ -37,11 +38,6 @@ export interface SmtpBackendOptions extends BackendOptions {
   tlsOptions?: ConnectionOptions;
   /** mailroom extension: the name sent with EHLO. Default: nodemailer's (the host name). */
   clientName?: string;
-}
-
-function isAscii(bytes: Buffer): boolean {
-  for (let i = 0; i < bytes.length; i++) if ((bytes[i] as number) > 127) return false;
-  return true;
 }
 
 type SmtpError = Error & {
