@@ -1,5 +1,6 @@
 import { domainToASCII } from 'node:url';
-import { BadHeaderError, InvalidAddressError } from './errors.js';
+import { BadHeaderError, InvalidAddressError, quoteValue } from './errors.js';
+import { checkHeaderLength, forbidControls, requireAscii } from './header-text.js';
 
 /** One parsed address: what a header shows and what the SMTP envelope uses. */
 export interface ParsedAddress {
@@ -9,29 +10,21 @@ export interface ParsedAddress {
   addrSpec: string;
 }
 
-const NEWLINE = /[\r\n]/;
 // RFC 5322 §3.2.3 atext, plus the dot of dot-atom.
 const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+$/;
-const QUOTED_LOCAL = /^"(?:[^"\\\r\n]|\\.)*"$/;
-const DOMAIN_LITERAL = /^\[[^[\]\\\s]*\]$/;
+// RFC 5322 §3.2.4 quoted-string of printable ASCII (qtext, quoted-pair, spaces and tabs).
+const QUOTED_LOCAL = /^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\t]|\\[\x20-\x7e\t])*"$/;
+// A quoted display name: any character but an unescaped quote (controls are refused before this;
+// non-ASCII names are RFC 2047 encoded when rendered).
+const QUOTED_PHRASE = /^"(?:[^"\\]|\\.)*"$/;
+// RFC 5322 §3.4.1 domain-literal: dtext is printable ASCII but "[", "]" and "\". Nothing encodes a
+// domain literal, so any other character could only reach the header through a lossy conversion.
+const DOMAIN_LITERAL = /^\[[\x21-\x5a\x5e-\x7e]*\]$/;
 // Characters a display name may not contain unless it is a quoted-string (RFC 5322 §3.2.3 specials).
 const PHRASE_SPECIALS = /[,;:<>@"[\]\\]/;
 
 function invalid(value: string, reason: string, field?: string): InvalidAddressError {
-  return new InvalidAddressError(
-    `Invalid address ${JSON.stringify(value)}: ${reason}`,
-    field ? { field } : {},
-  );
-}
-
-/** Throws {@link BadHeaderError} when an address (or any header value) carries CR or LF. */
-export function forbidNewlines(value: string, field: string): void {
-  if (NEWLINE.test(value)) {
-    throw new BadHeaderError(
-      `Header values can't contain newlines (got ${JSON.stringify(value)} for header ${JSON.stringify(field)})`,
-      { field },
-    );
-  }
+  return new InvalidAddressError(`Invalid address ${quoteValue(value)}: ${reason}`, field ? { field } : {});
 }
 
 /** Splits at the first character `target` that is outside a quoted-string, scanning from the end when `fromEnd`. */
@@ -69,18 +62,20 @@ export function normalizeAddrSpec(addrSpec: string, original: string, field?: st
     throw invalid(original, 'non-ASCII local parts are not supported (they need SMTPUTF8)', field);
   }
   if (!DOT_ATOM.test(local) && !QUOTED_LOCAL.test(local)) {
-    throw invalid(
-      original,
-      `the local part ${JSON.stringify(local)} has characters that must be quoted`,
-      field,
-    );
+    throw invalid(original, `the local part ${quoteValue(local)} has characters that must be quoted`, field);
   }
   if (domain === null) return local; // Django allows a bare local part, e.g. "root".
   if (domain === '') throw invalid(original, 'the domain (after @) is empty', field);
-  if (DOMAIN_LITERAL.test(domain)) return `${local}@${domain}`;
+  if (domain.startsWith('[')) {
+    requireAscii(domain, field ?? 'address', 'A domain literal');
+    if (!DOMAIN_LITERAL.test(domain)) {
+      throw invalid(original, `the domain literal ${quoteValue(domain)} is malformed`, field);
+    }
+    return `${local}@${domain}`;
+  }
   const ascii = domainToASCII(domain);
   if (ascii === '' || /[^A-Za-z0-9.\-_]/.test(ascii) || ascii.startsWith('.') || ascii.includes('..')) {
-    throw invalid(original, `the domain ${JSON.stringify(domain)} is not a valid (IDNA) domain name`, field);
+    throw invalid(original, `the domain ${quoteValue(domain)} is not a valid (IDNA) domain name`, field);
   }
   return `${local}@${ascii}`;
 }
@@ -94,7 +89,8 @@ export function parseAddress(value: string, field = 'address'): ParsedAddress {
   if (typeof value !== 'string') {
     throw new TypeError(`${field} must be a string address, got ${typeof value}`);
   }
-  forbidNewlines(value, field);
+  checkHeaderLength(value, field);
+  forbidControls(value, field);
   const text = value.trim();
   if (text.endsWith('>')) {
     const lt = findUnquoted(text, '<', true);
@@ -119,13 +115,13 @@ export function parseAddress(value: string, field = 'address'): ParsedAddress {
 function parseDisplayName(display: string, original: string, field: string): string {
   if (display === '') return '';
   if (display.startsWith('"') && display.endsWith('"') && display.length >= 2) {
-    if (!QUOTED_LOCAL.test(display)) throw invalid(original, 'badly quoted display name', field);
+    if (!QUOTED_PHRASE.test(display)) throw invalid(original, 'badly quoted display name', field);
     return unquote(display);
   }
   if (PHRASE_SPECIALS.test(display)) {
     throw invalid(
       original,
-      `the display name ${JSON.stringify(display)} has special characters; put it in double quotes`,
+      `the display name ${quoteValue(display)} has special characters; put it in double quotes`,
       field,
     );
   }
@@ -137,7 +133,8 @@ function parseDisplayName(display: string, original: string, field: string): str
  * extra headers. Empty entries are skipped.
  */
 export function parseAddressList(value: string, field: string): ParsedAddress[] {
-  forbidNewlines(value, field);
+  checkHeaderLength(value, field);
+  forbidControls(value, field);
   const result: ParsedAddress[] = [];
   let start = 0;
   let quoted = false;

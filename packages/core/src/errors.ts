@@ -83,6 +83,23 @@ export class DeliveryError extends MailError {
   override name = 'DeliveryError';
 }
 
+/** Characters a terminal or a log viewer may act on: C0 and C1 controls, DEL, line separators, bidi controls. */
+const UNSAFE_IN_TEXT = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * A value quoted for an error message: JSON-style with every control, line-separator and bidi
+ * character escaped (`\u0085`), and cut after `max` characters so an 8 MB value cannot flood a log.
+ */
+export function quoteValue(value: unknown, max = 80): string {
+  const text = typeof value === 'string' ? value : safeStringify(value);
+  const cut = text.length > max ? text.slice(0, max) : text;
+  const quoted = JSON.stringify(cut).replace(
+    UNSAFE_IN_TEXT,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+  return text.length > max ? `${quoted}... (${text.length} characters)` : quoted;
+}
+
 /**
  * Turns anything thrown into an Error, keeping the original as `cause` when it was not one.
  * Used at every catch boundary so that code downstream can rely on `.message` and `.code`.

@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
 import { domainToASCII } from 'node:url';
 import type { ParsedAddress } from './address.js';
-import { forbidNewlines } from './address.js';
-import { BadHeaderError, ValidationError } from './errors.js';
+import { BadHeaderError, quoteValue, ValidationError } from './errors.js';
+import { checkHeaderLength, forbidControls, requireAscii } from './header-text.js';
 import { randomHex } from './random.js';
 
 /** RFC 5322 §2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998. */
@@ -41,7 +41,7 @@ export const ADDRESS_HEADERS = new Set([
 export function validateHeaderName(name: string): void {
   if (typeof name !== 'string' || name === '' || !/^[\x21-\x39\x3b-\x7e]+$/.test(name)) {
     throw new BadHeaderError(
-      `Invalid header name ${JSON.stringify(name)}: names must be printable ASCII without ':' or spaces`,
+      `Invalid header name ${quoteValue(name)}: names must be printable ASCII without ':' or spaces`,
       { field: `headers.${name}` },
     );
   }
@@ -109,15 +109,12 @@ function unstructuredTokens(value: string): string[] {
   const tokens: string[] = [];
   let run: string[] = [];
   const flush = () => {
-    if (run.length > 0) tokens.push(...encodeWords(run.join(' ')));
+    // A loop, not push(...words): a long value makes more words than a call may take arguments.
+    if (run.length > 0) for (const word of encodeWords(run.join(' '))) tokens.push(word);
     run = [];
   };
   for (const word of words) {
-    const needsEncoding =
-      !isAscii(word) ||
-      /[\x00-\x08\x0b-\x1f\x7f]/.test(word) ||
-      word.includes('=?') ||
-      word.length > MAX_LINE - 2;
+    const needsEncoding = !isAscii(word) || word.includes('=?') || word.length > MAX_LINE - 2;
     if (needsEncoding) run.push(word);
     // An empty word (from consecutive spaces) next to encoded text joins the run: decoders drop the
     // whitespace between two adjacent encoded-words (RFC 2047 §6.2), so it must be encoded too.
@@ -131,14 +128,21 @@ function unstructuredTokens(value: string): string[] {
   return tokens;
 }
 
+// What a rendered header token may hold: printable ASCII and TAB. Every token comes from an
+// encoding chosen on purpose (RFC 2047, IDNA, RFC 2231) or from checked ASCII input.
+const HEADER_TOKEN = /^[\t\x20-\x7e]*$/;
+
 /**
  * Joins tokens with single spaces, folding (CRLF + the space) before a token whenever the line
- * would pass 78 characters. Unfolding gives back exactly the joined text.
+ * would pass 78 characters. Unfolding gives back exactly the joined text. The last guard against
+ * header injection: a token with any other character is a {@link BadHeaderError}, so no header
+ * byte ever comes from a lossy conversion of a wider character (U+010D is not CR).
  */
-export function foldTokens(name: string, tokens: string[]): string {
+export function foldTokens(name: string, tokens: string[], field = `headers.${name}`): string {
   let out = `${name}:`;
   let lineLength = out.length;
   tokens.forEach((token, index) => {
+    if (!HEADER_TOKEN.test(token)) requireAscii(token, field, `Header ${name}`);
     const separator = index === 0 ? ' ' : ' ';
     const fitsHere = lineLength + separator.length + token.length <= MAX_LINE;
     // RFC 5322 §3.2.2: the space after the colon is folding white space too, so a first token too
@@ -164,21 +168,19 @@ export function foldTokens(name: string, tokens: string[]): string {
 
 /**
  * Renders one header line (folded, CRLF-terminated) from a text value: checks the name, rejects
- * CR/LF in the value (header injection), RFC 2047 encodes unstructured non-ASCII text and refuses
- * non-ASCII in structured headers.
+ * CR/LF and other control characters in the value (header injection) and values longer than
+ * {@link MAX_HEADER_VALUE}, RFC 2047 encodes unstructured non-ASCII text and refuses non-ASCII in
+ * structured headers. Errors name `field` (default `headers.<name>`).
  */
-export function renderHeader(name: string, value: string): string {
+export function renderHeader(name: string, value: string, field = `headers.${name}`): string {
   validateHeaderName(name);
-  forbidNewlines(value, name);
+  checkHeaderLength(value, field);
+  forbidControls(value, field);
   if (STRUCTURED.test(name)) {
-    if (!isAscii(value)) {
-      throw new ValidationError(`Header ${name} must be ASCII (got ${JSON.stringify(value)})`, {
-        field: `headers.${name}`,
-      });
-    }
-    return foldTokens(name, value.split(' '));
+    requireAscii(value, field, `Header ${name}`);
+    return foldTokens(name, value.split(' '), field);
   }
-  return foldTokens(name, unstructuredTokens(value));
+  return foldTokens(name, unstructuredTokens(value), field);
 }
 
 /** A display name as a phrase: atoms as they are, a quoted-string when needed, encoded-words when non-ASCII. */
@@ -199,7 +201,10 @@ export function renderAddressHeader(name: string, addresses: ParsedAddress[]): s
   addresses.forEach((address, index) => {
     const comma = index < addresses.length - 1 ? ',' : '';
     if (address.displayName === '') tokens.push(address.addrSpec + comma);
-    else tokens.push(...phraseTokens(address.displayName), `<${address.addrSpec}>${comma}`);
+    else {
+      for (const token of phraseTokens(address.displayName)) tokens.push(token);
+      tokens.push(`<${address.addrSpec}>${comma}`);
+    }
   });
   return foldTokens(name, tokens);
 }

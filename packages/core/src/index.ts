@@ -32,8 +32,10 @@ export {
   InvalidAddressError,
   MailError,
   type MailErrorDetails,
+  quoteValue,
   ValidationError,
 } from './errors.js';
+export { MAX_HEADER_VALUE } from './header-text.js';
 export { formatDate, makeMessageId } from './headers.js';
 export {
   type MailAdminsOptions,
@@ -56,10 +58,12 @@ export {
   EmailMultiAlternatives,
   type EmailMultiAlternativesOptions,
   type HeaderValue,
+  MAX_MESSAGE_NESTING,
   MimePart,
   type MimePartOptions,
 } from './message.js';
 export { DEFAULT_ATTACHMENT_MIME_TYPE, guessMimeType } from './mimetypes.js';
+export { QUEUE_NAME_RULE, validateQueueName } from './queue-name.js';
 export { configure, defaultSettings, resetSettings, type Settings, settings } from './settings.js';
 export {
   checkWireVersion,

@@ -6,8 +6,17 @@ import type { BaseEmailBackend } from './backends/base.js';
 import { getConnection } from './backends/registry.js';
 import { canEncode, encodeText, toCrlf } from './encoding.js';
 import { ValidationError } from './errors.js';
+import { checkMimeToken } from './header-text.js';
 import { ADDRESS_HEADERS, formatDate, makeMessageId, renderAddressHeader, renderHeader } from './headers.js';
-import { binaryNode, type MimeNode, multipartNode, serialize, textNode, verbatimNode } from './mime.js';
+import {
+  binaryNode,
+  type MimeNode,
+  multipartNode,
+  type PartExtras,
+  serialize,
+  textNode,
+  verbatimNode,
+} from './mime.js';
 import { DEFAULT_ATTACHMENT_MIME_TYPE, guessMimeType } from './mimetypes.js';
 import { settings } from './settings.js';
 
@@ -114,12 +123,41 @@ export interface EmailMultiAlternativesOptions extends EmailMessageOptions {
 }
 
 function checkMimetype(mimetype: unknown, field: string): asserts mimetype is string {
-  if (typeof mimetype !== 'string' || !/^[\w.+-]+\/[\w.+-]+$/.test(mimetype)) {
+  checkMimeToken(mimetype, field, 'type');
+}
+
+/**
+ * How deep message/rfc822 attachments may nest (a forward of a forward...). Real mail nests a few
+ * levels; the cap keeps a hostile message from overflowing the stack of whoever renders or
+ * decodes it, and catches a message attached to itself.
+ */
+export const MAX_MESSAGE_NESTING = 16;
+
+// Depth of the message() call being rendered: message() is synchronous, so one counter is exact.
+let renderingDepth = 0;
+
+/** RFC 5321 §4.5.3.1.6: a line of text is at most 1000 octets with its CRLF. */
+const MAX_WIRE_LINE = 998;
+
+/**
+ * RFC 2046 §5.2.1 forbids encoding a message/rfc822 body, so it must already be sendable as it is:
+ * no NUL (RFC 2045 §2.7-2.8) and no line longer than SMTP allows. Such a message is refused here
+ * rather than sent broken or under a wrong label; it can be attached as application/octet-stream.
+ */
+function checkNestedMessageBytes(bytes: Buffer, field: string): void {
+  let problem: string | undefined;
+  if (bytes.indexOf(0) !== -1) problem = 'holds a NUL byte';
+  for (let start = 0; problem === undefined && start < bytes.length; ) {
+    let end = bytes.indexOf(10, start);
+    if (end === -1) end = bytes.length;
+    const length = end - start - (end > start && bytes[end - 1] === 13 ? 1 : 0);
+    if (length > MAX_WIRE_LINE) problem = `has a line of ${length} octets (at most ${MAX_WIRE_LINE})`;
+    start = end + 1;
+  }
+  if (problem !== undefined) {
     throw new ValidationError(
-      `${field} must be a MIME type like "text/plain" (got ${JSON.stringify(mimetype)})`,
-      {
-        field,
-      },
+      `${field}: a message/rfc822 attachment ${problem}; it cannot be encoded (RFC 2046), so attach it as application/octet-stream instead`,
+      { field },
     );
   }
 }
@@ -354,6 +392,10 @@ export class EmailMessage {
     check(typeof this.body === 'string', 'body', 'a string');
     check(typeof this.fromEmail === 'string', 'fromEmail', 'a string');
     check(Array.isArray(this.attachments), 'attachments', 'an array');
+    // Rendered into Content-Type lines as they are: tokens, never free text.
+    checkMimeToken(this.contentSubtype, 'contentSubtype');
+    checkMimeToken(this.mixedSubtype, 'mixedSubtype');
+    if (this.encoding !== null) checkMimeToken(this.encoding, 'encoding');
     check(
       typeof this.extraHeaders === 'object' &&
         this.extraHeaders !== null &&
@@ -436,7 +478,7 @@ export class EmailMessage {
     });
     const bccOverride = overrides.get('bcc');
     if (bccOverride) parseAddressList(String(bccOverride[1]), `headers.${bccOverride[0]}`);
-    let out = renderHeader('Subject', String(this.subject));
+    let out = renderHeader('Subject', String(this.subject), 'subject');
     out += addressHeader('From', [this.fromEmail], 'fromEmail');
     out += addressHeader('To', this.#to, 'to');
     out += addressHeader('Cc', this.#cc, 'cc');
@@ -473,15 +515,14 @@ export class EmailMessage {
     const type = mimetype || guessMimeType(filename) || DEFAULT_ATTACHMENT_MIME_TYPE;
     checkMimetype(type, `${field}.mimetype`);
     const settled = settleTextContent(content, type);
-    const extras = filename ? { disposition: 'attachment', filename } : {};
+    const extras = filename ? { disposition: 'attachment', filename, field } : { field };
     const [main, sub] = settled.mimetype.split('/') as [string, string];
     if (settled.mimetype === 'message/rfc822') {
-      // RFC 2046 §5.2.1: message/rfc822 bodies must not be base64 or quoted-printable encoded.
       const bytes =
         settled.content instanceof EmailMessage
-          ? settled.content.message()
+          ? renderNested(settled.content, field)
           : Buffer.from(toCrlf(toBuffer(settled.content).toString('latin1')), 'latin1');
-      return verbatimNode(bytes, 'message/rfc822', isAscii(bytes) ? '7bit' : '8bit', extras);
+      return nestedMessageNode(bytes, extras);
     }
     if (settled.content instanceof EmailMessage) {
       throw new ValidationError(`${field}: an EmailMessage can only be attached as message/rfc822`, {
@@ -496,21 +537,47 @@ export class EmailMessage {
   }
 }
 
+/** A nested message rendered with the nesting depth checked (see MAX_MESSAGE_NESTING). */
+function renderNested(message: EmailMessage, field: string): Buffer {
+  if (renderingDepth >= MAX_MESSAGE_NESTING) {
+    throw new ValidationError(
+      `${field}: message/rfc822 attachments nest more than ${MAX_MESSAGE_NESTING} levels deep`,
+      { field },
+    );
+  }
+  renderingDepth++;
+  try {
+    return message.message();
+  } finally {
+    renderingDepth--;
+  }
+}
+
+/** A message/rfc822 leaf: the bytes as they are (RFC 2046 §5.2.1: never base64 or QP), checked first. */
+function nestedMessageNode(bytes: Buffer, extras: PartExtras & { field: string }): MimeNode {
+  checkNestedMessageBytes(bytes, extras.field);
+  return verbatimNode(bytes, 'message/rfc822', isAscii(bytes) ? '7bit' : '8bit', extras);
+}
+
 function mimePartNode(part: MimePart, charset: string, field: string): MimeNode {
   checkMimetype(part.mimetype, `${field}.mimetype`);
+  if (part.charset !== null) checkMimeToken(part.charset, `${field}.charset`);
   const extras = {
     disposition: part.disposition,
     filename: part.filename,
     contentId: part.contentId,
     headers: part.headers,
+    field,
   };
   const [main, sub] = part.mimetype.split('/') as [string, string];
   if (main === 'text' && typeof part.content === 'string') {
     return textNode(part.content, sub, part.charset ?? charset, extras, field);
   }
   if (part.mimetype === 'message/rfc822') {
-    const bytes = Buffer.from(toCrlf(toBuffer(part.content).toString('latin1')), 'latin1');
-    return verbatimNode(bytes, part.mimetype, isAscii(bytes) ? '7bit' : '8bit', extras);
+    return nestedMessageNode(
+      Buffer.from(toCrlf(toBuffer(part.content).toString('latin1')), 'latin1'),
+      extras,
+    );
   }
   return binaryNode(toBuffer(part.content), part.mimetype, extras);
 }
@@ -610,6 +677,7 @@ export class EmailMultiAlternatives extends EmailMessage {
     if (!Array.isArray(this.alternatives)) {
       throw new ValidationError('alternatives must be an array', { field: 'alternatives' });
     }
+    checkMimeToken(this.alternativeSubtype, 'alternativeSubtype');
   }
 
   protected override validateAlternatives(): void {

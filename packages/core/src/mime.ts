@@ -1,4 +1,3 @@
-import { forbidNewlines } from './address.js';
 import {
   chooseTextEncoding,
   encodeBase64,
@@ -6,6 +5,8 @@ import {
   type TransferEncoding,
   textPartBody,
 } from './encoding.js';
+import { BadHeaderError } from './errors.js';
+import { checkHeaderLength, checkMimeToken, forbidControls } from './header-text.js';
 import { foldTokens, MAX_LINE, renderHeader, validateHeaderName } from './headers.js';
 import { randomHex } from './random.js';
 
@@ -36,8 +37,9 @@ function percentEncode(char: string): string {
  * `utf-8''` percent-encoding when not. A parameter too long for one line is split into RFC 2231 §3
  * continuations (`name*0`, `name*1`, ...), never inside an escape or a character's octets.
  */
-function renderParameter(name: string, value: string): string[] {
-  forbidNewlines(value, name);
+function renderParameter(name: string, value: string, field: string): string[] {
+  checkHeaderLength(value, field);
+  forbidControls(value, field);
   const ascii = /^[\x20-\x7e]*$/.test(value);
   const units = Array.from(value, (char) => (ascii ? char.replace(/(["\\])/, '\\$1') : percentEncode(char)));
   const single = ascii ? `${name}="${units.join('')}"` : `${name}*=utf-8''${units.join('')}`;
@@ -59,12 +61,22 @@ function renderParameter(name: string, value: string): string[] {
   return segments;
 }
 
-/** Renders `Name: value; a="b"; c="d"`, folding between parameters (and their continuations). */
-export function renderParameterHeader(name: string, value: string, parameters: [string, string][]): string {
+/**
+ * Renders `Name: value; a="b"; c="d"`, folding between parameters (and their continuations). The
+ * value must be a MIME type (Content-Type) or token (Content-Disposition); errors name `field`.
+ */
+export function renderParameterHeader(
+  name: string,
+  value: string,
+  parameters: [key: string, value: string, field?: string][],
+  field = `headers.${name}`,
+): string {
   validateHeaderName(name);
-  forbidNewlines(value, name);
+  checkMimeToken(value, field, name.toLowerCase() === 'content-type' ? 'type' : 'token');
   const tokens = [parameters.length > 0 ? `${value};` : value];
-  const rendered = parameters.flatMap(([key, parameterValue]) => renderParameter(key, parameterValue));
+  const rendered = parameters.flatMap(([key, parameterValue, parameterField]) =>
+    renderParameter(key, parameterValue, parameterField ?? `${field}.${key}`),
+  );
   rendered.forEach((token, index) => {
     tokens.push(index < rendered.length - 1 ? `${token};` : token);
   });
@@ -77,22 +89,28 @@ export interface PartExtras {
   filename?: string | null | undefined;
   contentId?: string | null | undefined;
   headers?: Record<string, string> | undefined;
+  /** Path of the part in the message (`attachments[2]`), for error messages. */
+  field?: string | undefined;
 }
 
 function renderExtras(extras: PartExtras): string {
+  const field = extras.field ?? 'part';
   let out = '';
   if (extras.disposition) {
     out += renderParameterHeader(
       'Content-Disposition',
       extras.disposition,
-      extras.filename ? [['filename', extras.filename]] : [],
+      extras.filename ? [['filename', extras.filename, `${field}.filename`]] : [],
+      `${field}.disposition`,
     );
   }
   if (extras.contentId) {
     const id = extras.contentId.startsWith('<') ? extras.contentId : `<${extras.contentId}>`;
-    out += renderHeader('Content-ID', id);
+    out += renderHeader('Content-ID', id, `${field}.contentId`);
   }
-  for (const [name, value] of Object.entries(extras.headers ?? {})) out += renderHeader(name, value);
+  for (const [name, value] of Object.entries(extras.headers ?? {})) {
+    out += renderHeader(name, value, `${field}.headers.${name}`);
+  }
   return out;
 }
 
@@ -158,9 +176,24 @@ export function multipartNode(subtype: string, children: MimeNode[]): MimeNode {
   return { headers: '', body: children, subtype };
 }
 
+/**
+ * The bytes of rendered header lines. They are ASCII by construction (foldTokens checks every
+ * token); checked once more here because latin1 keeps only the low byte of a wider character, and
+ * that is how U+010D would become a CR on the wire.
+ */
+function headerBytes(text: string): Buffer {
+  const found = /[^\x00-\x7f]/.exec(text);
+  if (found !== null) {
+    throw new BadHeaderError(
+      `A rendered header holds the non-ASCII character U+${found[0].charCodeAt(0).toString(16).toUpperCase()}; refusing to send it`,
+    );
+  }
+  return Buffer.from(text, 'latin1');
+}
+
 function collect(node: MimeNode, chunks: Buffer[], headerPrefix: string): void {
   if (Buffer.isBuffer(node.body)) {
-    chunks.push(Buffer.from(`${headerPrefix}${node.headers}\r\n`, 'latin1'), node.body);
+    chunks.push(headerBytes(`${headerPrefix}${node.headers}\r\n`), node.body);
     return;
   }
   const childChunks: Buffer[][] = node.body.map((child) => {
@@ -170,9 +203,8 @@ function collect(node: MimeNode, chunks: Buffer[], headerPrefix: string): void {
   });
   const boundary = chooseBoundary(childChunks);
   chunks.push(
-    Buffer.from(
+    headerBytes(
       `${headerPrefix}${renderParameterHeader('Content-Type', `multipart/${node.subtype ?? 'mixed'}`, [['boundary', boundary]])}${node.headers}\r\n`,
-      'latin1',
     ),
   );
   // RFC 2046 §5.1.1: the CRLF before a delimiter belongs to the delimiter, so one is added after

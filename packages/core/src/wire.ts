@@ -9,6 +9,7 @@ import {
   EmailMessage,
   EmailMultiAlternatives,
   type HeaderValue,
+  MAX_MESSAGE_NESTING,
   MimePart,
   normalizeAlternative,
 } from './message.js';
@@ -153,7 +154,7 @@ function encodeHeader(value: HeaderValue, name: string): WireHeaderValue {
   return String(value);
 }
 
-function encodeAttachment(entry: AttachmentInput, index: number): WireAttachment {
+function encodeAttachment(entry: AttachmentInput, index: number, depth: number): WireAttachment {
   if (entry instanceof MimePart) {
     return {
       type: 'part',
@@ -177,11 +178,18 @@ function encodeAttachment(entry: AttachmentInput, index: number): WireAttachment
     type: 'attachment',
     filename: filename ?? null,
     mimetype: mimetype ?? null,
-    content: content instanceof EmailMessage ? { message: encodeBody(content) } : encodeContent(content),
+    content:
+      content instanceof EmailMessage ? { message: encodeBody(content, depth + 1) } : encodeContent(content),
   };
 }
 
-function encodeBody(message: EmailMessage): WireMessageBody {
+function encodeBody(message: EmailMessage, depth = 0): WireMessageBody {
+  if (depth > MAX_MESSAGE_NESTING) {
+    throw new ValidationError(
+      `message/rfc822 attachments nest more than ${MAX_MESSAGE_NESTING} levels deep`,
+      { field: 'attachments' },
+    );
+  }
   const body: WireMessageBody = {
     kind: message instanceof EmailMultiAlternatives ? 'alternatives' : 'message',
     subject: message.subject,
@@ -195,7 +203,7 @@ function encodeBody(message: EmailMessage): WireMessageBody {
     contentSubtype: message.contentSubtype,
     mixedSubtype: message.mixedSubtype,
     encoding: message.encoding,
-    attachments: message.attachments.map(encodeAttachment),
+    attachments: message.attachments.map((entry, index) => encodeAttachment(entry, index, depth)),
   };
   if (message instanceof EmailMultiAlternatives) {
     body.alternativeSubtype = message.alternativeSubtype;
@@ -358,6 +366,31 @@ export function checkWireVersion(data: unknown, where = 'message'): void {
 }
 
 /**
+ * Refuses wire data whose message/rfc822 attachments nest deeper than {@link MAX_MESSAGE_NESTING},
+ * before the (recursive) schema walks it: a hand-made job nested a few hundred levels would
+ * otherwise overflow the decoder's stack. Iterative, and looks only at the nesting path.
+ */
+function checkWireNesting(data: unknown, where: string): void {
+  const stack: { body: unknown; path: string; depth: number }[] = [{ body: data, path: where, depth: 0 }];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const attachments = (next.body as { attachments?: unknown } | null)?.attachments;
+    if (!Array.isArray(attachments)) continue;
+    attachments.forEach((entry, index) => {
+      const nested = (entry as { content?: { message?: unknown } } | null)?.content?.message;
+      if (nested === undefined || next === undefined) return;
+      const path = `${next.path}.attachments[${index}].content.message`;
+      if (next.depth + 1 > MAX_MESSAGE_NESTING) {
+        throw new ValidationError(
+          `Invalid ${next.path}.attachments[${index}]: message/rfc822 attachments nest more than ${MAX_MESSAGE_NESTING} levels deep`,
+          { field: `${next.path}.attachments[${index}]` },
+        );
+      }
+      stack.push({ body: nested, path, depth: next.depth + 1 });
+    });
+  }
+}
+
+/**
  * Validates wire data with the same zod schema that describes what toWire writes and rebuilds the
  * message (EmailMessage or EmailMultiAlternatives) plus the failSilently intent. Malformed data or an
  * unknown version is a {@link ValidationError} naming the field; never a crash.
@@ -367,6 +400,7 @@ export function decodeWire(
   where = 'message',
 ): { message: EmailMessage; failSilently: boolean } {
   checkWireVersion(data, where);
+  checkWireNesting(data, where);
   const wire = parseWith(wireMessageSchema, data, where);
   return { message: decodeBody(wire, where), failSilently: wire.failSilently ?? false };
 }

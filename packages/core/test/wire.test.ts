@@ -40,6 +40,13 @@ const oneLine = (maxLength: number) =>
     )
     .map((text) => text.replace(/[\r\n]/g, ' '));
 
+/**
+ * Text for a header: one line without the control characters headers refuse (C0 but TAB, DEL, C1,
+ * U+2028/2029), which become spaces.
+ */
+const withoutControls = (text: string) => text.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]/g, ' ');
+const headerLine = (maxLength: number) => oneLine(maxLength).map(withoutControls);
+
 /** A long line (beyond the 78/998-octet limits), so folding and QP/base64 choices are exercised. */
 const longLine = fc.oneof(
   fc.string({ unit: 'grapheme-ascii', minLength: 79, maxLength: 1200 }),
@@ -81,7 +88,7 @@ const displayName = fc.oneof(
     '"Quoted" \\ Name',
     'a,b,c',
   ),
-  oneLine(40),
+  headerLine(40),
 );
 
 /** `addr` or `"Display Name" <addr>` (quoted and escaped so commas stay in ONE address). */
@@ -111,8 +118,8 @@ const anyDate = fc.oneof(
 );
 
 const headerValue: fc.Arbitrary<HeaderValue> = fc.oneof(
-  oneLine(60),
-  longLine,
+  headerLine(60),
+  longLine.map(withoutControls),
   anyDate,
   fc.integer(),
   fc.double(),
@@ -247,7 +254,7 @@ function messageArbitrary(depth: number): fc.Arbitrary<Generated> {
   return fc
     .record({
       multi: fc.boolean(),
-      subject: fc.oneof(oneLine(80), longLine),
+      subject: fc.oneof(headerLine(80), longLine.map(withoutControls)),
       latin1: fc.boolean(),
       body: multiLine,
       latin1Body: latin1Text,

@@ -1,0 +1,443 @@
+/**
+ * Issue 9: header injection past BadHeaderError. Header text used to become bytes through latin1,
+ * which keeps only the low byte of each character, so U+010D / U+FF0D arrived as CR and U+010A /
+ * U+FF0A as LF in fields that allow non-ASCII (domain literals, subtypes, MimePart.disposition).
+ *
+ * The matrix: every header-bearing field x every dangerous character x {constructor, attribute
+ * assignment, wire format}. Each case is either refused with a BadHeaderError (an
+ * InvalidAddressError where an address part can hold no such character at all) naming the field, or
+ * sent to a real SMTP server whose raw DATA bytes are then checked: pure printable-ASCII header lines,
+ * every line a header or a folded continuation, no header the message did not set, the body intact.
+ * (The campaign and CLI paths build the same EmailMessage; test/hostile-input.test.ts drives them.)
+ */
+import {
+  BadHeaderError,
+  decodeWire,
+  type EmailMessage,
+  EmailMultiAlternatives,
+  InvalidAddressError,
+  MimePart,
+  SmtpBackend,
+  toWire,
+  ValidationError,
+  type WireMessage,
+} from '@mailroom/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type SmtpTestServer, startSmtpServer } from '../../../../test/support/smtp-server.js';
+
+/** The characters of the attack run: line breaks, other controls, and the low-byte look-alikes. */
+export const HOSTILE_CHARACTERS: Record<string, string> = {
+  CR: '\r',
+  LF: '\n',
+  CRLF: '\r\n',
+  'bare CR': '\rX',
+  'U+0085': '\u0085',
+  'U+2028': '\u2028',
+  'U+2029': '\u2029',
+  NUL: '\u0000',
+  VT: '\u000b',
+  FF: '\u000c',
+  'U+010D': '\u010d',
+  'U+010A': '\u010a',
+  'U+FF0D': '\uff0d',
+  'U+FF0A': '\uff0a',
+  'U+0D0A': '\u0d0a',
+  'U+010D U+010A': '\u010d\u010a',
+};
+
+/** Characters that are controls (always a BadHeaderError), as opposed to look-alikes. */
+const CONTROLS = new Set(['CR', 'LF', 'CRLF', 'bare CR', 'U+0085', 'U+2028', 'U+2029', 'NUL', 'VT', 'FF']);
+
+/** What an attacker appends: a header of their own and the start of a body of their own. */
+const inject = (c: string) => `${c}Bcc: victim@attacker.example${c}${c}<h1>attacker body</h1>`;
+
+interface FieldCase {
+  /** The field as an error must name it (prefix match). */
+  field: string;
+  /** True where no encoding exists for the position, so a look-alike must be refused too. */
+  asciiOnly?: boolean;
+  /** Address positions where a look-alike may be an InvalidAddressError (no SMTPUTF8, IDNA). */
+  addressPart?: boolean;
+  /** Sets the field to the hostile value on a fresh message. */
+  set(message: EmailMultiAlternatives, value: string): void;
+  /** Options for the constructor, when the field is a constructor option. */
+  init?(value: string): Record<string, unknown>;
+  /** Puts the hostile value into a wire message. */
+  wire(wire: WireMessage, value: string): void;
+}
+
+const base = () =>
+  new EmailMultiAlternatives({
+    subject: 'Hello',
+    body: 'the real body',
+    fromEmail: 'news@example.com',
+    to: ['ann@example.com'],
+  });
+
+const attachment = (wire: WireMessage) =>
+  wire.attachments[0] as Extract<WireMessage['attachments'][0], { type: 'attachment' }>;
+const part = (wire: WireMessage) =>
+  wire.attachments[0] as Extract<WireMessage['attachments'][0], { type: 'part' }>;
+const withFile = (message: EmailMultiAlternatives) => message.attach('report.txt', 'report', 'text/plain');
+const withPart = (
+  message: EmailMultiAlternatives,
+  overrides: Partial<ConstructorParameters<typeof MimePart>[0]> = {},
+) =>
+  message.attach(
+    new MimePart({
+      content: 'png',
+      mimetype: 'image/png',
+      disposition: 'inline',
+      filename: 'logo.png',
+      contentId: 'logo@example.com',
+      ...overrides,
+    }),
+  );
+
+/** Each address field with the hostile text in each part of an address. */
+function addressCases(name: 'fromEmail' | 'to' | 'cc' | 'bcc' | 'replyTo'): LabeledCase[] {
+  const field = name === 'fromEmail' ? 'fromEmail' : `${name}[0]`;
+  const shapes: { label: string; make: (c: string) => string; asciiOnly?: boolean; addressPart?: boolean }[] =
+    [
+      { label: 'display name', make: (c) => `"Visitor${inject(c)}" <visitor@example.com>` },
+      { label: 'local part', make: (c) => `visitor${c}x@example.com`, addressPart: true },
+      { label: 'domain', make: (c) => `visitor@exa${c}mple.com`, addressPart: true },
+      // In angle brackets and without spaces, as the attack run sent it: only dtext can stop it.
+      {
+        label: 'domain literal',
+        make: (c) => `Visitor <visitor@[1.2.3.4${c}Bcc:victim${c}]>`,
+        asciiOnly: true,
+      },
+    ];
+  return shapes.map((shape) => ({
+    field,
+    label: `${name} ${shape.label}`,
+    ...(shape.asciiOnly ? { asciiOnly: true } : {}),
+    ...(shape.addressPart ? { addressPart: true } : {}),
+    set: (message, c) => {
+      if (name === 'fromEmail') message.fromEmail = shape.make(c);
+      else message[name] = [shape.make(c)];
+    },
+    init: (c) => ({ [name]: name === 'fromEmail' ? shape.make(c) : [shape.make(c)] }),
+    wire: (wire, c) => {
+      if (name === 'fromEmail') wire.fromEmail = shape.make(c);
+      else wire[name] = [shape.make(c)];
+    },
+  }));
+}
+
+type LabeledCase = FieldCase & { label: string };
+
+const CASES: LabeledCase[] = [
+  {
+    label: 'subject',
+    field: 'subject',
+    set: (m, c) => {
+      m.subject = `Hi${inject(c)}`;
+    },
+    init: (c) => ({ subject: `Hi${inject(c)}` }),
+    wire: (w, c) => {
+      w.subject = `Hi${inject(c)}`;
+    },
+  },
+  ...addressCases('fromEmail'),
+  ...addressCases('to'),
+  ...addressCases('cc'),
+  ...addressCases('bcc'),
+  ...addressCases('replyTo'),
+  {
+    label: 'extra header value',
+    field: 'headers.X-Note',
+    set: (m, c) => {
+      m.extraHeaders = { 'X-Note': `note${inject(c)}` };
+    },
+    init: (c) => ({ headers: { 'X-Note': `note${inject(c)}` } }),
+    wire: (w, c) => {
+      w.headers = [['X-Note', `note${inject(c)}`]];
+    },
+  },
+  {
+    label: 'Reply-To given as a header',
+    field: 'headers.Reply-To',
+    set: (m, c) => {
+      m.extraHeaders = { 'Reply-To': `<visitor@[1.2.3.4${c}Bcc:victim]>` };
+    },
+    init: (c) => ({ headers: { 'Reply-To': `<visitor@[1.2.3.4${c}Bcc:victim]>` } }),
+    wire: (w, c) => {
+      w.headers = [['Reply-To', `<visitor@[1.2.3.4${c}Bcc:victim]>`]];
+    },
+    asciiOnly: true,
+  },
+  {
+    label: 'structured header (List-Unsubscribe)',
+    field: 'headers.List-Unsubscribe',
+    asciiOnly: true,
+    set: (m, c) => {
+      m.extraHeaders = { 'List-Unsubscribe': `<https://example.com/u${inject(c)}>` };
+    },
+    init: (c) => ({ headers: { 'List-Unsubscribe': `<https://example.com/u${inject(c)}>` } }),
+    wire: (w, c) => {
+      w.headers = [['List-Unsubscribe', `<https://example.com/u${inject(c)}>`]];
+    },
+  },
+  {
+    label: 'header name',
+    field: 'headers.',
+    asciiOnly: true,
+    set: (m, c) => {
+      m.extraHeaders = { [`X-A${c}Bcc`]: 'victim@attacker.example' };
+    },
+    init: (c) => ({ headers: { [`X-A${c}Bcc`]: 'victim@attacker.example' } }),
+    wire: (w, c) => {
+      w.headers = [[`X-A${c}Bcc`, 'victim@attacker.example']];
+    },
+  },
+  ...(['contentSubtype', 'mixedSubtype', 'alternativeSubtype'] as const).map(
+    (name): LabeledCase => ({
+      label: name,
+      field: name,
+      asciiOnly: true,
+      set: (m, c) => {
+        withFile(m);
+        m.attachAlternative('<p>alt</p>', 'text/html');
+        m[name] = `html${inject(c)}`;
+      },
+      wire: (w, c) => {
+        (w as unknown as Record<string, string>)[name] = `html${inject(c)}`;
+      },
+    }),
+  ),
+  {
+    label: 'encoding (charset)',
+    field: 'encoding',
+    asciiOnly: true,
+    set: (m, c) => {
+      m.encoding = `utf-8${inject(c)}`;
+    },
+    wire: (w, c) => {
+      w.encoding = `utf-8${inject(c)}`;
+    },
+  },
+  {
+    label: 'attachment filename',
+    field: 'attachments[0].filename',
+    set: (m, c) => m.attach(`report${inject(c)}.txt`, 'report', 'text/plain'),
+    wire: (w, c) => {
+      attachment(w).filename = `report${inject(c)}.txt`;
+    },
+  },
+  {
+    label: 'attachment mimetype',
+    field: 'attachments[0].mimetype',
+    asciiOnly: true,
+    set: (m, c) => {
+      withFile(m);
+      (m.attachments[0] as { mimetype: string }).mimetype = `text/plain${inject(c)}`;
+    },
+    wire: (w, c) => {
+      attachment(w).mimetype = `text/plain${inject(c)}`;
+    },
+  },
+  {
+    label: 'MimePart disposition',
+    field: 'attachments[0].disposition',
+    asciiOnly: true,
+    set: (m, c) => {
+      withPart(m);
+      (m.attachments[0] as MimePart).disposition = `inline${inject(c)}` as 'inline';
+    },
+    wire: (w, c) => {
+      part(w).disposition = `inline${inject(c)}` as 'inline';
+    },
+  },
+  {
+    label: 'MimePart filename',
+    field: 'attachments[0].filename',
+    set: (m, c) => withPart(m, { filename: `logo${inject(c)}.png` }),
+    wire: (w, c) => {
+      part(w).filename = `logo${inject(c)}.png`;
+    },
+  },
+  {
+    label: 'MimePart Content-ID',
+    field: 'attachments[0].contentId',
+    asciiOnly: true,
+    set: (m, c) => withPart(m, { contentId: `logo${inject(c)}@example.com` }),
+    wire: (w, c) => {
+      part(w).contentId = `logo${inject(c)}@example.com`;
+    },
+  },
+  {
+    label: 'MimePart charset',
+    field: 'attachments[0].charset',
+    asciiOnly: true,
+    set: (m, c) => withPart(m, { content: 'text', mimetype: 'text/plain', charset: `utf-8${inject(c)}` }),
+    wire: (w, c) => {
+      part(w).mimetype = 'text/plain';
+      part(w).content = { text: 'text' };
+      part(w).charset = `utf-8${inject(c)}`;
+    },
+  },
+  {
+    label: 'MimePart header value',
+    field: 'attachments[0].headers.X-Part',
+    set: (m, c) => withPart(m, { headers: { 'X-Part': `p${inject(c)}` } }),
+    wire: (w, c) => {
+      part(w).headers = { 'X-Part': `p${inject(c)}` };
+    },
+  },
+  {
+    label: 'alternative mimetype',
+    field: 'alternatives[0].mimetype',
+    asciiOnly: true,
+    set: (m, c) => {
+      m.alternatives = [{ content: '<p>x</p>', mimetype: `text/html${inject(c)}` }];
+    },
+    wire: (w, c) => {
+      w.kind = 'alternatives';
+      w.alternatives = [{ content: { text: '<p>x</p>' }, mimetype: `text/html${inject(c)}` }];
+    },
+  },
+];
+
+/** The baseline message a wire case starts from: the field's container already present. */
+function wireBase(testCase: LabeledCase): WireMessage {
+  const message = base();
+  if (
+    /^attachments\[0\]\.(filename|mimetype)$/.test(testCase.field) &&
+    testCase.label.startsWith('attachment')
+  ) {
+    withFile(message);
+  } else if (testCase.field.startsWith('attachments[0]')) {
+    withPart(message);
+  }
+  if (/Subtype$/.test(testCase.field)) {
+    withFile(message);
+    message.attachAlternative('<p>alt</p>', 'text/html');
+  }
+  return toWire(message);
+}
+
+type Outcome = { refused: Error } | { bytes: Buffer; message: EmailMessage };
+
+function render(build: () => EmailMessage): Outcome {
+  try {
+    const message = build();
+    return { bytes: message.message(), message };
+  } catch (error) {
+    return { refused: error as Error };
+  }
+}
+
+const PATHS: Record<string, (testCase: LabeledCase, c: string) => Outcome | undefined> = {
+  'constructor options': (testCase, c) => {
+    const init = testCase.init;
+    if (!init) return undefined;
+    return render(() => {
+      const options = init(c);
+      const message = new EmailMultiAlternatives({
+        subject: 'Hello',
+        body: 'the real body',
+        fromEmail: 'news@example.com',
+        to: ['ann@example.com'],
+        ...options,
+      });
+      return message;
+    });
+  },
+  assignment: (testCase, c) =>
+    render(() => {
+      const message = base();
+      testCase.set(message, c);
+      return message;
+    }),
+  'wire format': (testCase, c) =>
+    render(() => {
+      const wire = wireBase(testCase);
+      testCase.wire(wire, c);
+      return decodeWire(JSON.parse(JSON.stringify(wire))).message;
+    }),
+};
+
+/** Every header line of a raw message: printable ASCII, a `Name:` line or a folded continuation. */
+function headerProblems(raw: Buffer): string[] {
+  const text = raw.toString('latin1');
+  const end = text.indexOf('\r\n\r\n');
+  const problems: string[] = [];
+  if (end === -1) return ['no end of headers'];
+  const section = text.slice(0, end);
+  if (/\r(?!\n)|(?<!\r)\n/.test(section)) problems.push('bare CR or LF in the header section');
+  for (const line of section.split('\r\n')) {
+    if (/[^\t\x20-\x7e]/.test(line)) problems.push(`non-printable byte in ${JSON.stringify(line)}`);
+    if (!/^[\x21-\x39\x3b-\x7e]+:/.test(line) && !/^[ \t]/.test(line)) {
+      problems.push(`neither a header nor a continuation: ${JSON.stringify(line)}`);
+    }
+    if (/^bcc:/i.test(line)) problems.push(`an injected Bcc line: ${JSON.stringify(line)}`);
+  }
+  return problems;
+}
+
+let server: SmtpTestServer;
+const accepted: { label: string; message: EmailMessage }[] = [];
+
+beforeAll(async () => {
+  server = await startSmtpServer();
+});
+afterAll(async () => {
+  await server?.close();
+});
+
+describe('header injection matrix (issue 9)', () => {
+  for (const testCase of CASES) {
+    for (const [charName, c] of Object.entries(HOSTILE_CHARACTERS)) {
+      for (const [path, run] of Object.entries(PATHS)) {
+        if (path === 'constructor options' && !testCase.init) continue;
+        it(`${testCase.label} x ${charName} via ${path}`, () => {
+          const outcome = run(testCase, c) as Outcome;
+          if ('refused' in outcome) {
+            const error = outcome.refused;
+            expect(error, String(error)).toBeInstanceOf(ValidationError);
+            expect((error as ValidationError).field ?? '', String(error)).toContain(testCase.field);
+            // The wire schema may stop a value before any header is built (e.g. a disposition
+            // that is neither inline nor attachment): refused as invalid wire data.
+            if (path === 'wire format' && /^Invalid message\./.test(error.message)) return;
+            const lookAlikeInAddress = !CONTROLS.has(charName) && testCase.addressPart;
+            if (lookAlikeInAddress) {
+              expect(
+                error instanceof BadHeaderError || error instanceof InvalidAddressError,
+                String(error),
+              ).toBe(true);
+            } else {
+              expect(error, String(error)).toBeInstanceOf(BadHeaderError);
+            }
+            return;
+          }
+          // Accepted: only possible where an encoding covers the character, never for a control.
+          expect(CONTROLS.has(charName), `${charName} must be refused`).toBe(false);
+          expect(testCase.asciiOnly ?? false, `${charName} must be refused in ${testCase.label}`).toBe(false);
+          expect(headerProblems(outcome.bytes)).toEqual([]);
+          accepted.push({ label: `${testCase.label} x ${charName} via ${path}`, message: outcome.message });
+        });
+      }
+    }
+  }
+
+  it('delivers every accepted case with well-formed header bytes and the real body (raw DATA)', async () => {
+    expect(accepted.length).toBeGreaterThan(50);
+    const backend = new SmtpBackend({ ...server.clientOptions, timeout: 10 });
+    const sendable = accepted.filter(({ message }) => message.recipients().length > 0);
+    const sent = await backend.sendMessages(sendable.map(({ message }) => message));
+    expect(sent).toBe(sendable.length);
+    const received = await server.waitForMessages(sendable.length);
+    for (const [index, message] of received.entries()) {
+      const label = sendable[index]?.label;
+      expect(headerProblems(message.raw), label).toEqual([]);
+      const text = message.raw.toString('latin1');
+      const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+      expect(body.includes('the real body'), label).toBe(true);
+      expect(/^<h1>attacker body/m.test(body), label).toBe(false);
+      // The envelope never carries the attacker's recipient either.
+      expect(message.to.join(','), label).not.toContain('attacker.example');
+    }
+  });
+});
