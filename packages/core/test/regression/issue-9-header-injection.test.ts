@@ -8,7 +8,7 @@
  * InvalidAddressError where an address part can hold no such character at all) naming the field, or
  * sent to a real SMTP server whose raw DATA bytes are then checked: pure printable-ASCII header lines,
  * every line a header or a folded continuation, no header the message did not set, the body intact.
- * (The campaign and CLI paths build the same EmailMessage; test/hostile-input.test.ts drives them.)
+ * (The campaign and CLI paths build the same EmailMessage; test/cli-hostile-input.test.ts drives them.)
  */
 import {
   BadHeaderError,
@@ -23,33 +23,13 @@ import {
   type WireMessage,
 } from '@mailroom/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CONTROL_NAMES as CONTROLS,
+  HOSTILE_CHARACTERS,
+  headerProblems,
+  inject,
+} from '../../../../test/support/hostile.js';
 import { type SmtpTestServer, startSmtpServer } from '../../../../test/support/smtp-server.js';
-
-/** The characters of the attack run: line breaks, other controls, and the low-byte look-alikes. */
-export const HOSTILE_CHARACTERS: Record<string, string> = {
-  CR: '\r',
-  LF: '\n',
-  CRLF: '\r\n',
-  'bare CR': '\rX',
-  'U+0085': '\u0085',
-  'U+2028': '\u2028',
-  'U+2029': '\u2029',
-  NUL: '\u0000',
-  VT: '\u000b',
-  FF: '\u000c',
-  'U+010D': '\u010d',
-  'U+010A': '\u010a',
-  'U+FF0D': '\uff0d',
-  'U+FF0A': '\uff0a',
-  'U+0D0A': '\u0d0a',
-  'U+010D U+010A': '\u010d\u010a',
-};
-
-/** Characters that are controls (always a BadHeaderError), as opposed to look-alikes. */
-const CONTROLS = new Set(['CR', 'LF', 'CRLF', 'bare CR', 'U+0085', 'U+2028', 'U+2029', 'NUL', 'VT', 'FF']);
-
-/** What an attacker appends: a header of their own and the start of a body of their own. */
-const inject = (c: string) => `${c}Bcc: victim@attacker.example${c}${c}<h1>attacker body</h1>`;
 
 interface FieldCase {
   /** The field as an error must name it (prefix match). */
@@ -358,24 +338,6 @@ const PATHS: Record<string, (testCase: LabeledCase, c: string) => Outcome | unde
       return decodeWire(JSON.parse(JSON.stringify(wire))).message;
     }),
 };
-
-/** Every header line of a raw message: printable ASCII, a `Name:` line or a folded continuation. */
-function headerProblems(raw: Buffer): string[] {
-  const text = raw.toString('latin1');
-  const end = text.indexOf('\r\n\r\n');
-  const problems: string[] = [];
-  if (end === -1) return ['no end of headers'];
-  const section = text.slice(0, end);
-  if (/\r(?!\n)|(?<!\r)\n/.test(section)) problems.push('bare CR or LF in the header section');
-  for (const line of section.split('\r\n')) {
-    if (/[^\t\x20-\x7e]/.test(line)) problems.push(`non-printable byte in ${JSON.stringify(line)}`);
-    if (!/^[\x21-\x39\x3b-\x7e]+:/.test(line) && !/^[ \t]/.test(line)) {
-      problems.push(`neither a header nor a continuation: ${JSON.stringify(line)}`);
-    }
-    if (/^bcc:/i.test(line)) problems.push(`an injected Bcc line: ${JSON.stringify(line)}`);
-  }
-  return problems;
-}
 
 let server: SmtpTestServer;
 const accepted: { label: string; message: EmailMessage }[] = [];
