@@ -12,6 +12,7 @@ const processFiles = [
   'test/metrics.test.ts',
   'test/cli*.test.ts',
   'test/demo.test.ts',
+  'test/redis-data-loss.test.ts',
 ];
 
 export default defineConfig({

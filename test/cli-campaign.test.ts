@@ -156,7 +156,9 @@ describe('mailroom campaign start', { timeout: CLI_TEST_TIMEOUT }, () => {
     expect(result.code).toBe(0);
     const id = result.stdout.trim();
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
-    expect(result.stderr).toContain('2 of 3 recipient lines enqueued (1 with an invalid address)');
+    expect(result.stderr).toContain('2 of 3 recipient lines enqueued (1 invalid)');
+    // Named by its line in the file (line 2 is blank), address, field and reason (issue 9).
+    expect(result.stderr).toMatch(/mailroom campaign: invalid: line 4 \(bad@\): to: Invalid address/);
     const status = await campaignStatus(producer, id);
     expect(status).toMatchObject({ total: 3, queued: 2, failed: 1, failedByReason: { invalid: 1 } });
   });

@@ -1,16 +1,30 @@
 /**
- * Issue 9, the CLI path of the header-injection matrix: `mailroom send --now` with every hostile
- * character in the subject and in a Reply-To domain literal (the contact-form attack). Each run is
- * either refused (exit 2, the field named, nothing sent) or reaches a real SMTP server as pure,
- * well-formed header bytes. NUL is left out: a process argument cannot carry it (the constructor,
- * wire and campaign paths cover it).
+ * Issue 9, the CLI and campaign paths of the header-injection matrix (the constructor, assignment
+ * and wire paths are in packages/core/test/regression/issue-9-header-injection.test.ts):
+ * - `mailroom send --now` with every hostile character in the subject and in a Reply-To domain
+ *   literal (the contact-form attack). NUL is left out: a process argument cannot carry it.
+ * - `mailroom campaign start` with a CSV whose `name` column, used in the subject and in a header,
+ *   holds every hostile character (NUL included), drained by a real worker.
+ * Each case is either refused (the field named, nothing sent for it) or reaches a real SMTP server
+ * as pure, well-formed header bytes.
  */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { campaignStatus } from '@mailroom/producer';
 import { describe, expect, it } from 'vitest';
-import { CLI_TEST_TIMEOUT, smtpEnvironment, smtpServer, useHarness } from './support/harness.js';
+import {
+  CLI_TEST_TIMEOUT,
+  queueRig,
+  smtpEnvironment,
+  smtpServer,
+  useHarness,
+  useTemporaryDirectory,
+} from './support/harness.js';
 import { CONTROL_NAMES, HOSTILE_CHARACTERS, headerProblems, inject } from './support/hostile.js';
 import { runMailroom } from './support/worker-process.js';
 
 const harness = useHarness();
+const dir = useTemporaryDirectory('mailroom-cli-hostile-');
 
 /** Runs `jobs` at most `limit` at a time (each spawns a CLI process). */
 async function inBatches<T>(jobs: (() => Promise<T>)[], limit: number): Promise<T[]> {
@@ -77,6 +91,56 @@ describe('hostile header text through mailroom send', { timeout: CLI_TEST_TIMEOU
       expect(message.to).toEqual(['b@example.com']);
       const text = message.raw.toString('latin1');
       expect(text.slice(text.indexOf('\r\n\r\n'))).toContain('the real body');
+    }
+  });
+});
+
+describe('hostile CSV values through mailroom campaign start', { timeout: CLI_TEST_TIMEOUT }, () => {
+  it('counts rows with controls invalid (naming the field) and sends look-alikes as well-formed headers', async () => {
+    const { env, server, producer, spawn } = await queueRig(harness, { label: 'cli-hostile' });
+    await spawn();
+    const names = Object.entries(HOSTILE_CHARACTERS);
+    const quote = (value: string) => `"${value.replace(/"/g, '""')}"`;
+    const csv =
+      'email,name\r\n' +
+      names.map(([, c], index) => `reader${index}@example.com,${quote(`Ann${inject(c)}`)}`).join('\r\n') +
+      '\r\ngood@example.com,Bob\r\n';
+    const recipients = join(dir, 'hostile.csv');
+    const text = join(dir, 'body.txt');
+    await writeFile(recipients, csv);
+    await writeFile(text, 'the real body for {{ email }}\n');
+    const result = await runMailroom(
+      [
+        'campaign',
+        'start',
+        '--id',
+        'hostile',
+        '--from',
+        'news@example.com',
+        '--subject',
+        'Hi {{ name }}',
+        '--header',
+        'X-Name: {{ name }}',
+        '--text-file',
+        text,
+        '--recipients',
+        recipients,
+        '--json',
+      ],
+      env,
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const controls = names.filter(([name]) => CONTROL_NAMES.has(name)).length;
+    const deliverable = names.length - controls + 1;
+    await server.waitForMessages(deliverable, 60_000);
+    const status = await campaignStatus(producer, 'hostile');
+    expect(status.failedByReason.invalid ?? 0).toBe(controls);
+    for (const row of status.invalidRows ?? []) expect(['subject', 'headers.X-Name']).toContain(row.field);
+    expect(server.messages).toHaveLength(deliverable);
+    for (const message of server.messages) {
+      expect(headerProblems(message.raw), message.to.join()).toEqual([]);
+      expect(message.to).toHaveLength(1);
+      expect(message.raw.toString('latin1')).toContain('the real body for');
     }
   });
 });

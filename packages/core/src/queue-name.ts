@@ -3,8 +3,9 @@ import { ConfigError } from './errors.js';
 
 /**
  * 1 to 100 ASCII letters, digits, `.`, `_` and `-`. Each character left out is a reason:
- * `:` separates the parts of every Redis key (`{mailroom}:<queue>:<job>`; BullMQ refuses it, and
- * `mail:x` would own the keys of `mail`); `* ? [ ] \` are SCAN patterns, which find a queue's keys;
+ * `:` separates the parts of every Redis key (`{mailroom}:<queue>:<job>`; BullMQ refuses it, and the
+ * pattern of queue `mail`, `{mailroom}:mail:*`, would take in `mail:x`'s keys); `* ? [ ] \` are SCAN
+ * pattern characters (a queue's keys are found with one);
  * `{ }` are Redis Cluster hash tags; spaces, control and non-ASCII characters are refused by
  * CLIENT SETNAME, which names the worker's connection after its queue, and blur log lines.
  */

@@ -1,6 +1,14 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { EmailMessage, EmailMultiAlternatives, MailError, ValidationError } from '@mailroom/core';
+import {
+  coerceError,
+  EmailMessage,
+  EmailMultiAlternatives,
+  MailError,
+  ValidationError,
+} from '@mailroom/core';
 import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import { failIfCampaignLost, guardCampaignStart, missingCampaignError } from './campaign-loss.js';
 import { DAY } from './defaults.js';
 import { checkMessage, type Producer } from './producer.js';
 import { type CompiledTemplate, compileTemplate, type TemplateVariables } from './template.js';
@@ -47,9 +55,47 @@ export interface CampaignOptions {
   failSilently?: boolean;
   /** Stops reading recipients (the campaign keeps what was enqueued). */
   signal?: AbortSignal;
+  /**
+   * Starts anew a campaign whose record Redis lost (restarted without persistence): every recipient
+   * gets the message again, including those it was already delivered to. Without it, starting such
+   * an id throws DataLossError (EDATALOST). Default false; refused for a campaign that exists.
+   */
+  startOver?: boolean;
   /** Called after each chunk with the counts so far. */
   onProgress?: (progress: CampaignEnqueueProgress) => void;
+  /**
+   * Called for each recipient counted `invalid`, with the item as `recipients` gave it, once its
+   * chunk is counted (a restart that finds it counted already does not call it again).
+   */
+  onInvalid?: (row: InvalidRow, recipient: CampaignRecipient) => void;
 }
+
+/**
+ * A recipient skipped because its message could not be built: a bad address, header injection, a
+ * field over its size cap, a message over maxMessageBytes. Counted as failed `invalid`.
+ */
+export interface InvalidRow {
+  /** 1-based position of the recipient in `recipients`, duplicates included (data row N of a file). */
+  row: number;
+  /** The address as given, on one line, cut to 254 characters. */
+  email: string;
+  /**
+   * What was wrong, in the template's terms: `subject`, `text`, `html`, `headers.<Name>`,
+   * `unsubscribe.url`, `to` (address or name), `size` (the whole message), `render` (a render()
+   * result), or `message` when the failure named no field.
+   */
+  field: string;
+  /** Why, on one line, cut to 300 characters. */
+  reason: string;
+}
+
+// How an invalid row is stored (a JSON list in Redis) and read back.
+const invalidRowSchema = z.object({
+  row: z.number().int().positive(),
+  email: z.string(),
+  field: z.string(),
+  reason: z.string(),
+});
 
 /** What the enqueueing side of a campaign has done. */
 export interface CampaignEnqueueProgress {
@@ -97,6 +143,8 @@ export interface CampaignStatus {
   enqueueFinished: boolean;
   /** Why reading or enqueueing the recipients stopped early, if it failed. */
   enqueueError: string | undefined;
+  /** The first 100 invalid recipients with their reasons; all of them count in `failedByReason.invalid`. */
+  invalidRows: InvalidRow[];
   startedAt: number;
   finishedAt: number | undefined;
 }
@@ -105,12 +153,20 @@ const ID = /^[A-Za-z0-9_.-]{1,128}$/;
 const SEEN_BUCKETS = 16_384;
 /** Campaign data outlives the campaign this long (status stays readable, a restart stays a resume). */
 const CAMPAIGN_TTL = 30 * DAY;
+/** Invalid recipients kept with their reasons per campaign; beyond, they are only counted. */
+const INVALID_ROWS_KEPT = 100;
+/** RFC 5321 §4.5.3.1.3: a path is at most 256 octets, 254 without its angle brackets. */
+const ADDRESS_LENGTH = 254;
+const REASON_LENGTH = 300;
 
 // Marks a chunk's recipients as seen and counts it, once per chunk key: after a crash, the same
 // chunk enqueued again (deduplicated by BullMQ) is not counted twice, and a restart that reads the
 // same list again counts nothing again (its chunks are all known).
-// KEYS: chunks set, campaign hash, failures hash; ARGV: chunk key, total, queued, invalid, duplicates,
-// ttl ms, then pairs of (bucket key, field) for every recipient.
+// The invalid rows' records go in the same step as their count, so the list and the count agree
+// after a crash or restart too.
+// KEYS: chunks set, campaign hash, failures hash, invalid rows list; ARGV: chunk key, total, queued,
+// invalid, duplicates, ttl ms, n, then n invalid row records (JSON), then pairs of (bucket key, field)
+// for every recipient.
 const COMMIT_CHUNK = `
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -121,7 +177,13 @@ if tonumber(ARGV[4]) > 0 then
   redis.call('HINCRBY', KEYS[2], 'failed', ARGV[4])
   redis.call('HINCRBY', KEYS[3], 'invalid', ARGV[4])
 end
-for i = 7, #ARGV, 2 do
+local records = tonumber(ARGV[7])
+if records > 0 then
+  redis.call('RPUSH', KEYS[4], unpack(ARGV, 8, 7 + records))
+  redis.call('LTRIM', KEYS[4], 0, ${INVALID_ROWS_KEPT - 1})
+  redis.call('PEXPIRE', KEYS[4], ARGV[6])
+end
+for i = 8 + records, #ARGV, 2 do
   redis.call('HSET', ARGV[i], ARGV[i + 1], '1')
   redis.call('PEXPIRE', ARGV[i], ARGV[6])
 end
@@ -158,7 +220,7 @@ type CampaignRedis = Redis & {
 function campaignRedis(producer: Producer): CampaignRedis {
   const redis = producer.redis as CampaignRedis;
   if (typeof (redis as Partial<CampaignRedis>).mailroomCommitChunk !== 'function') {
-    redis.defineCommand('mailroomCommitChunk', { numberOfKeys: 3, lua: COMMIT_CHUNK });
+    redis.defineCommand('mailroomCommitChunk', { numberOfKeys: 4, lua: COMMIT_CHUNK });
     redis.defineCommand('mailroomSeen', { numberOfKeys: 0, lua: SEEN });
     redis.defineCommand('mailroomTransition', { numberOfKeys: 1, lua: TRANSITION });
   }
@@ -236,9 +298,10 @@ function compileCampaign(options: CampaignOptions): CompiledCampaign {
 /** The template field a core validation error is about (`fromEmail[0]` → `template.fromEmail[0]`). */
 function templateField(field: string | undefined, template: CampaignTemplate): string {
   if (!field) return 'template';
-  if (field === 'Subject') return 'template.subject';
+  // A render error already names the template's field.
+  if (field.startsWith('template.') || field.startsWith('unsubscribe.')) return field;
   if (template.headers && Object.hasOwn(template.headers, field)) return `template.headers.${field}`;
-  return `template.${field}`;
+  return `template.${rowField(field)}`;
 }
 
 /**
@@ -252,7 +315,9 @@ function checkTemplate(
   maxMessageBytes: number,
 ): void {
   try {
-    checkMessage(renderMessage(compiled, template, { email: 'probe@example.com' }), { maxMessageBytes });
+    checkMessage(renderMessage(compiled, template, { email: 'probe@example.com' }, maxMessageBytes), {
+      maxMessageBytes,
+    });
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
     throw new ValidationError(`Invalid campaign template: ${error.message}`, {
@@ -262,31 +327,92 @@ function checkTemplate(
   }
 }
 
-/** Renders the template for one recipient: personalised subject, bodies, headers and unsubscribe links. */
+/**
+ * Renders the template for one recipient: personalised subject, bodies, headers and unsubscribe
+ * links. Each field stops rendering at `maxLength` characters (a ValidationError naming the field):
+ * a field that long alone would put the message over maxMessageBytes.
+ */
 function renderMessage(
   compiled: CompiledCampaign,
   template: CampaignTemplate,
   recipient: { email: string } & TemplateVariables,
+  maxLength: number,
 ): EmailMessage {
   const name = typeof recipient.name === 'string' ? recipient.name : '';
   const to = name ? `${quoteName(name)} <${recipient.email}>` : recipient.email;
+  const subject = compiled.subject.render(recipient, maxLength);
+  const body = compiled.text.render(recipient, maxLength);
+  const html = compiled.html?.render(recipient, maxLength);
   const headers: Record<string, string> = {};
-  for (const [header, value] of compiled.headers) headers[header] = value.render(recipient);
+  for (const [header, value] of compiled.headers) headers[header] = value.render(recipient, maxLength);
   const links: string[] = [];
-  if (compiled.unsubscribeMailto) links.push(`<${compiled.unsubscribeMailto.render(recipient)}>`);
-  if (compiled.unsubscribeUrl) links.push(`<${compiled.unsubscribeUrl.render(recipient)}>`);
+  if (compiled.unsubscribeMailto) links.push(`<${compiled.unsubscribeMailto.render(recipient, maxLength)}>`);
+  if (compiled.unsubscribeUrl) links.push(`<${compiled.unsubscribeUrl.render(recipient, maxLength)}>`);
   if (links.length > 0) headers['List-Unsubscribe'] = links.join(', ');
   if (compiled.unsubscribeUrl) headers['List-Unsubscribe-Post'] = 'List-Unsubscribe=One-Click';
   const message = new EmailMultiAlternatives({
-    subject: compiled.subject.render(recipient),
-    body: compiled.text.render(recipient),
+    subject,
+    body,
     fromEmail: template.fromEmail,
     to: [to],
     replyTo: template.replyTo ?? [],
     headers,
   });
-  if (compiled.html) message.attachAlternative(compiled.html.render(recipient), 'text/html');
+  if (html !== undefined) message.attachAlternative(html, 'text/html');
   return message;
+}
+
+/**
+ * Whether a failure to build one recipient's message is that recipient's: it is counted invalid and
+ * the campaign goes on. Otherwise (a ConfigError, a render() callback that lost its database) the
+ * enqueueing stops, resumable by a restart: counting it invalid would mark every later recipient
+ * seen, and they would never be sent.
+ */
+function isRecipientFault(error: unknown, customRender: boolean): boolean {
+  if (error instanceof ValidationError || error instanceof TypeError || error instanceof RangeError)
+    return true;
+  if (error instanceof MailError) return false;
+  // The built-in rendering and checkMessage fail only on the recipient's data (checkMessage turns
+  // anything unexpected into a ValidationError); a caller's render() may fail on anything.
+  return !customRender;
+}
+
+/** The field of an invalid row, in the template's terms (see {@link InvalidRow.field}). */
+function rowField(field: string | undefined): string {
+  if (!field) return 'message';
+  if (field.startsWith('template.')) return field.slice('template.'.length);
+  // Core names the subject after its header (the template has no Subject header: checked at start).
+  if (field === 'Subject' || field === 'headers.Subject') return 'subject';
+  if (field === 'body') return 'text';
+  if (field.startsWith('alternatives')) return 'html';
+  // The one To address (built from `email` and `name`), in the headers or the envelope.
+  if (/^(?:to|recipients)\[\d+\]$/.test(field)) return 'to';
+  return field;
+}
+
+/** `text` on one line without control characters, cut to `max` characters (first: it may quote 8 MB). */
+function oneLine(text: string, max: number): string {
+  const cut = text.length > max ? `${text.slice(0, max - 1)}…` : text;
+  return cut.replace(/[\s\x00-\x1f\x7f-\x9f]+/g, ' ').trim();
+}
+
+/** The record of a recipient whose message could not be built. */
+function invalidRow(row: number, email: string, error: unknown): InvalidRow {
+  const err = coerceError(error);
+  const validation = err instanceof ValidationError;
+  return {
+    row,
+    email: oneLine(email, ADDRESS_LENGTH),
+    field: rowField(validation ? err.field : undefined),
+    reason: oneLine(validation ? err.message : `${err.name}: ${err.message}`, REASON_LENGTH),
+  };
+}
+
+/** A recipient of a chunk, new to the chunk: normalized, as given, and its position in the recipients. */
+interface Candidate {
+  recipient: { email: string } & TemplateVariables;
+  item: CampaignRecipient;
+  row: number;
 }
 
 function normalizeRecipient(recipient: CampaignRecipient): { email: string } & TemplateVariables {
@@ -316,10 +442,15 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * addresses already seen (case-insensitive, across the whole campaign and across restarts), renders
  * each message, and enqueues them in batches with backpressure: at most `maxPending` messages are
  * waiting at any time, so neither Redis nor this process holds the whole list. A recipient whose
- * message cannot be built (bad address, header injection, over maxMessageBytes) is counted as failed
- * `invalid` and skipped. Resolves once the campaign is registered; `enqueued` resolves when every
- * recipient was read. Throws ValidationError, before writing anything, for a bad id or template
- * (placeholders, fromEmail, replyTo, headers, a non-https unsubscribe URL).
+ * message cannot be built (bad address, header injection, a field that renders past maxMessageBytes
+ * characters, a message over maxMessageBytes, anything else checking it throws) is counted as failed
+ * `invalid`, recorded with its row, field and reason ({@link InvalidRow}: `onInvalid`, and the first
+ * 100 in campaignStatus().invalidRows), and skipped; the campaign goes on. Resolves once the
+ * campaign is registered; `enqueued` resolves when every recipient was read. Throws ValidationError,
+ * before writing anything, for a bad id or template
+ * (placeholders, fromEmail, replyTo, headers, a non-https unsubscribe URL). Throws DataLossError
+ * (EDATALOST), writing nothing, for an id whose record Redis lost (see `startOver`); `enqueued`
+ * rejects with it when Redis loses the campaign while its recipients are being read.
  */
 export async function startCampaign(producer: Producer, options: CampaignOptions): Promise<CampaignHandle> {
   const id = checkId(options.id ?? randomUUID());
@@ -332,6 +463,8 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   const keys = producer.keys;
   const redis = campaignRedis(producer);
   await producer.ready();
+  // A "resume" of a record Redis lost would resend to everyone already delivered (campaign-loss.ts).
+  await guardCampaignStart(producer, id, { startOver: options.startOver === true, name: options.name ?? id });
   const now = Date.now();
   await redis
     .multi()
@@ -367,59 +500,79 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
         'failed',
         'cancelled',
       );
+      // A record gone with Redis's data is a loss to report, not a cancel.
+      if (state === null) await failIfCampaignLost(producer, id, now);
       if (state === 'cancelled' || state === null) return 'cancelled';
+      // What this process would report of the campaign if Redis lost it now.
+      producer.epoch.noteCampaign(id, {
+        state,
+        total: Number(total ?? 0),
+        sent: Number(sent ?? 0),
+        failed: Number(failed ?? 0),
+        cancelled: Number(cancelled ?? 0),
+        seenAt: Date.now(),
+      });
       const pending = Number(total ?? 0) - Number(sent ?? 0) - Number(failed ?? 0) - Number(cancelled ?? 0);
       if (state !== 'paused' && pending + chunkSize <= maxPending) return 'ok';
       await sleep(100);
     }
   }
 
-  async function enqueueChunk(raw: CampaignRecipient[], ordinal: number): Promise<void> {
+  /** `firstRow`: the 1-based position of `raw[0]` in the recipients. */
+  async function enqueueChunk(raw: CampaignRecipient[], ordinal: number, firstRow: number): Promise<void> {
     // Within the chunk first, then against everything seen before (Redis).
-    const unique = new Map<string, { email: string } & TemplateVariables>();
+    const unique = new Map<string, Candidate>();
     const chunkHash = createHash('sha1').update(`${ordinal}`);
     let duplicates = 0;
-    for (const item of raw) {
+    raw.forEach((item, offset) => {
       const recipient = normalizeRecipient(item);
       const key = recipient.email.toLowerCase();
       chunkHash.update(`\n${key}`);
       if (unique.has(key)) duplicates++;
-      else unique.set(key, recipient);
-    }
+      else unique.set(key, { recipient, item, row: firstRow + offset });
+    });
     // The chunk's place in the stream and everything read into it, duplicates included: the same
     // chunk read again (crash, restart) has the same key. A key made of the new addresses only was
     // the same for every chunk made entirely of duplicates, so only the first such chunk counted.
     const chunkKey = chunkHash.digest('hex');
     const candidates = [...unique.values()];
-    const slots = candidates.map((recipient) => seenSlot(seenPrefix, recipient.email));
+    const slots = candidates.map(({ recipient }) => seenSlot(seenPrefix, recipient.email));
     const seen = slots.length > 0 ? await redis.mailroomSeen(...slots.flat()) : [];
     const fresh: typeof candidates = [];
     const freshSlots: [string, Buffer][] = [];
-    candidates.forEach((recipient, index) => {
+    candidates.forEach((candidate, index) => {
       if (seen[index] === 1) duplicates++;
       else {
-        fresh.push(recipient);
+        fresh.push(candidate);
         freshSlots.push(slots[index] as [string, Buffer]);
       }
     });
     const messages: EmailMessage[] = [];
-    let invalid = 0;
-    for (const recipient of fresh) {
+    const invalidRows: { row: InvalidRow; item: CampaignRecipient }[] = [];
+    const maxMessageBytes = producer.options.maxMessageBytes;
+    for (const { recipient, item, row } of fresh) {
+      // One recipient's data must never stop the campaign: whatever building or checking its
+      // message throws (a field over its cap, a RangeError deep in header encoding) makes it an
+      // invalid row, named, and the next recipient goes on. A restart then finds it counted.
       try {
         const message = options.render
           ? options.render(recipient)
-          : renderMessage(compiled as CompiledCampaign, options.template, recipient);
+          : renderMessage(compiled as CompiledCampaign, options.template, recipient, maxMessageBytes);
         if (!(message instanceof EmailMessage))
-          throw new ValidationError('render() must return an EmailMessage');
+          throw new ValidationError('render() must return an EmailMessage', { field: 'render' });
         // Every check enqueue makes (envelope, size cap), here: enqueue rejects a whole call for one
         // bad message, and one oversized personalisation must not stop the campaign.
-        checkMessage(message, { maxMessageBytes: producer.options.maxMessageBytes });
+        checkMessage(message, { maxMessageBytes });
         messages.push(message);
       } catch (error) {
-        if (!(error instanceof ValidationError || error instanceof TypeError)) throw error;
-        invalid++;
+        if (!isRecipientFault(error, options.render !== undefined)) throw error;
+        invalidRows.push({ row: invalidRow(row, recipient.email, error), item });
       }
     }
+    const invalid = invalidRows.length;
+    const records = invalidRows
+      .slice(0, INVALID_ROWS_KEPT)
+      .map(({ row }) => JSON.stringify(invalidRowSchema.parse(row)));
     let queued = 0;
     if (messages.length > 0) {
       const result = await producer.enqueue(messages, {
@@ -435,12 +588,15 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
       `${keys.campaign(id)}:chunks`,
       keys.campaign(id),
       keys.campaignFailures(id),
+      keys.campaignInvalid(id),
       chunkKey,
       fresh.length,
       queued,
       invalid,
       duplicates,
       CAMPAIGN_TTL,
+      records.length,
+      ...records,
       ...freshSlots.flat(),
     );
     if (committed === 1) {
@@ -448,6 +604,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
       progress.queued += queued;
       progress.invalid += invalid;
       progress.duplicates += duplicates;
+      for (const { row, item } of invalidRows) options.onInvalid?.(row, item);
     }
     options.onProgress?.({ ...progress });
   }
@@ -455,6 +612,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   const enqueued = (async () => {
     let stopped: 'done' | 'cancelled' | 'aborted' = 'done';
     let ordinal = 0;
+    let row = 1;
     try {
       for await (const chunk of chunks(options.recipients, chunkSize)) {
         const room = await waitForRoom();
@@ -462,7 +620,8 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
           stopped = room;
           break;
         }
-        await enqueueChunk(chunk, ordinal++);
+        await enqueueChunk(chunk, ordinal++, row);
+        row += chunk.length;
       }
     } catch (error) {
       // Recorded on the campaign, so that status shows why it stopped instead of "running" forever.
@@ -497,10 +656,8 @@ async function transition(
     ...from,
     String(Date.now()),
   );
-  if (found === '')
-    throw new MailError(`No campaign ${JSON.stringify(id)} on queue ${producer.queue}`, {
-      code: 'ENOTFOUND',
-    });
+  // "No campaign", or "lost with Redis's data at T" when the epoch marker says so.
+  if (found === '') throw await missingCampaignError(producer, id);
   return (from.includes(found) ? to : found) as CampaignState;
 }
 
@@ -521,23 +678,30 @@ export function cancelCampaign(producer: Producer, id: string): Promise<Campaign
 
 const RATE_WINDOW_SECONDS = 10;
 
-/** Reads a campaign's progress (any process). Throws MailError ENOTFOUND for an unknown id. */
+/**
+ * Reads a campaign's progress (any process). Throws MailError ENOTFOUND for an unknown id, and
+ * DataLossError (EDATALOST) for one whose record was lost with Redis's data (saying when).
+ */
 export async function campaignStatus(producer: Producer, id: string): Promise<CampaignStatus> {
   const keys = producer.keys;
   await producer.ready();
   const nowSecond = Math.floor(Date.now() / 1000);
   const seconds = Array.from({ length: RATE_WINDOW_SECONDS }, (_, i) => String(nowSecond - 1 - i));
-  const [hash, failures, rates] = (await producer.redis
+  const [hash, failures, rates, invalidRecords] = (await producer.redis
     .multi()
     .hgetall(keys.campaign(checkId(id)))
     .hgetall(keys.campaignFailures(id))
     .hmget(keys.campaignRate(id), ...seconds)
-    .exec()) as [[null, Record<string, string>], [null, Record<string, string>], [null, (string | null)[]]];
+    .lrange(keys.campaignInvalid(id), 0, INVALID_ROWS_KEPT - 1)
+    .exec()) as [
+    [null, Record<string, string>],
+    [null, Record<string, string>],
+    [null, (string | null)[]],
+    [null, string[]],
+  ];
   const data = hash[1];
-  if (!data.state)
-    throw new MailError(`No campaign ${JSON.stringify(id)} on queue ${producer.queue}`, {
-      code: 'ENOTFOUND',
-    });
+  // "No campaign", or "lost with Redis's data at T" when the epoch marker says so.
+  if (!data.state) throw await missingCampaignError(producer, id);
   const number = (name: string) => Number(data[name] ?? 0);
   const total = number('total');
   const sent = number('sent');
@@ -576,6 +740,15 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
     etaSeconds: remaining === 0 ? 0 : rate > 0 ? Math.ceil(remaining / rate) : null,
     enqueueFinished,
     enqueueError: data.enqueueError,
+    invalidRows: invalidRecords[1].flatMap((record) => {
+      // Read back with the schema that wrote it; a record that does not parse is left out.
+      try {
+        const parsed = invalidRowSchema.safeParse(JSON.parse(record));
+        return parsed.success ? [parsed.data] : [];
+      } catch {
+        return [];
+      }
+    }),
     startedAt,
     finishedAt: data.cancelledAt ? Number(data.cancelledAt) : undefined,
   };

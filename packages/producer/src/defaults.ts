@@ -24,4 +24,9 @@ export const producerDefaults = {
   keepFailedAge: 7 * DAY,
   /** ...and at most this many of them. */
   keepFailedCount: 10_000,
+  /**
+   * An enqueue looks at the queue's epoch marker (has Redis lost its data?) at most this often; the
+   * first enqueue and every campaign start always look (epoch.ts).
+   */
+  epochCheckInterval: 5 * SECOND,
 } satisfies Record<string, string | number>;

@@ -8,12 +8,28 @@ export {
   type CampaignTemplate,
   campaignStatus,
   cancelCampaign,
+  type InvalidRow,
   listCampaigns,
   pauseCampaign,
   resumeCampaign,
   startCampaign,
 } from './campaign.js';
 export { DAY, HOUR, MINUTE, producerDefaults, SECOND } from './defaults.js';
+export {
+  type CampaignProgress,
+  type DataLoss,
+  DataLossError,
+  type EpochMarker,
+  EpochWatch,
+  type EpochWatchOptions,
+  type KnownJobCounts,
+  LOST_CAMPAIGN_RETENTION,
+  type LostCampaign,
+  lostCampaign,
+  parseEpochMarker,
+  type RecordedLoss,
+  readEpochMarker,
+} from './epoch.js';
 export {
   BATCH_JOB_NAME,
   type BatchJobData,

@@ -1,6 +1,7 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { parseWith, ValidationError, WIRE_VERSION, type WireMessage } from '@mailroom/core';
 import { z } from 'zod';
+import { producerDefaults } from './defaults.js';
 
 /** Name of every batch job on the queue. */
 export const BATCH_JOB_NAME = 'batch';
@@ -56,21 +57,57 @@ export interface ParsedBatchJob {
 
 const encoder = new TextEncoder();
 
+/**
+ * UTF-8 bytes one UTF-16 unit of a JSON string can take: 3 for most non-ASCII characters, 6 for a
+ * control character or lone surrogate, which JSON.stringify escapes as `\u0001`.
+ */
+const MAX_JSON_BYTES_PER_UNIT = 6;
+
+/**
+ * The most bytes a batch written by a producer with these limits (default producerDefaults) inflates
+ * to: the cap {@link unpackMessages} puts on what it inflates. The producer closes a batch once its
+ * messages reach `maxBatchBytes` counted in UTF-16 units of JSON, not bytes (checkMessage's cheap
+ * estimate), so a batch of several messages may hold up to 6 bytes per unit counted; a message
+ * alone may be up to `maxMessageBytes` real bytes. The 2 bytes are the array's brackets (each
+ * message is estimated at more bytes than its comma costs). Defaults: 24 MiB + 2 bytes.
+ */
+export function unpackedBatchLimit(
+  limits: { maxBatchBytes: number; maxMessageBytes: number } = producerDefaults,
+): number {
+  return Math.max(MAX_JSON_BYTES_PER_UNIT * limits.maxBatchBytes, limits.maxMessageBytes) + 2;
+}
+
 /** Packs wire messages for a batch job (see {@link BatchJobData}). */
 export function packMessages(messages: readonly WireMessage[]): string {
   // Level 1: nearly all of the gain for a fraction of the time of the default level.
   return deflateRawSync(encoder.encode(JSON.stringify(messages)), { level: 1 }).toString('base64');
 }
 
-/** Unpacks what {@link packMessages} wrote; anything else is a ValidationError on `job.packed`. */
-export function unpackMessages(packed: string): unknown[] {
+/**
+ * Unpacks what {@link packMessages} wrote; anything else is a ValidationError on `job.packed`. Inflates
+ * at most `maxBytes` (default {@link unpackedBatchLimit}): a few hundred KB of deflated zeros would
+ * otherwise inflate to gigabytes (a deflate bomb, issue #9), so a field that inflates past it is
+ * refused as soon as it does, without ever holding more than `maxBytes`.
+ */
+export function unpackMessages(packed: string, maxBytes: number = unpackedBatchLimit()): unknown[] {
+  let inflated: Buffer;
+  try {
+    // Node stops inflating and throws ERR_BUFFER_TOO_LARGE as soon as the output passes the limit.
+    inflated = inflateRawSync(Buffer.from(packed, 'base64'), { maxOutputLength: maxBytes });
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new ValidationError(
+        `Invalid job.packed: it inflates past ${maxBytes} bytes (maxUnpackedBytes), more than a producer writes`,
+        { field: 'job.packed' },
+      );
+    }
+    throw notPacked(error);
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(inflateRawSync(Buffer.from(packed, 'base64')).toString('utf8'));
+    parsed = JSON.parse(inflated.toString('utf8'));
   } catch (error) {
-    throw new ValidationError(`Invalid job.packed: not base64 deflated JSON (${(error as Error).message})`, {
-      field: 'job.packed',
-    });
+    throw notPacked(error);
   }
   if (!Array.isArray(parsed) || parsed.length === 0) {
     throw new ValidationError('Invalid job.packed: expected a non-empty array of messages', {
@@ -80,12 +117,24 @@ export function unpackMessages(packed: string): unknown[] {
   return parsed;
 }
 
-/** Validates a batch job payload read back from Redis and unpacks it; throws ValidationError naming the field. */
-export function parseBatchJob(data: unknown): ParsedBatchJob {
+function notPacked(error: unknown): ValidationError {
+  return new ValidationError(`Invalid job.packed: not base64 deflated JSON (${(error as Error).message})`, {
+    field: 'job.packed',
+  });
+}
+
+/**
+ * Validates a batch job payload read back from Redis and unpacks it, inflating at most
+ * `maxUnpackedBytes` (default {@link unpackedBatchLimit}); throws ValidationError naming the field.
+ */
+export function parseBatchJob(data: unknown, options: { maxUnpackedBytes?: number } = {}): ParsedBatchJob {
   const job = parseWith(batchJobSchema, data, 'job');
   return {
     v: job.v,
-    messages: job.packed !== undefined ? unpackMessages(job.packed) : (job.messages as unknown[]),
+    messages:
+      job.packed !== undefined
+        ? unpackMessages(job.packed, options.maxUnpackedBytes)
+        : (job.messages as unknown[]),
     ...(job.campaign === undefined ? {} : { campaign: job.campaign }),
     enqueuedAt: job.enqueuedAt,
   };

@@ -12,6 +12,12 @@ export interface QueueKeys {
   readonly rate: string;
   /** Set of campaign ids known on this queue. */
   readonly campaigns: string;
+  /**
+   * The epoch marker (hash: random `id`, `createdAt`; after a data loss also `lostAt`,
+   * `previousEpoch`... and `lost:<campaign id>` entries): lives exactly as long as the queue's data,
+   * so a process that finds it gone or changed knows Redis lost its data (epoch.ts).
+   */
+  readonly epoch: string;
   /** Campaign state and counters (hash). */
   campaign(id: string): string;
   /** Per-second sent counters of a campaign (hash), for the rate and ETA. */
@@ -23,6 +29,8 @@ export interface QueueKeys {
   campaignSeen(id: string): string;
   /** Failure reasons of a campaign (hash reason → count). */
   campaignFailures(id: string): string;
+  /** The first invalid recipients of a campaign with their reasons (list of JSON records). */
+  campaignInvalid(id: string): string;
 }
 
 /** Key names for a queue under a prefix. */
@@ -33,9 +41,11 @@ export function queueKeys(prefix: string, queue: string): QueueKeys {
     ledger: (jobId) => `${base}:ledger:${jobId}`,
     rate: `${base}:rate`,
     campaigns: `${base}:campaigns`,
+    epoch: `${base}:epoch`,
     campaign: (id) => `${base}:campaign:${id}`,
     campaignRate: (id) => `${base}:campaign:${id}:rate`,
     campaignSeen: (id) => `${base}:campaign:${id}:seen`,
     campaignFailures: (id) => `${base}:campaign:${id}:failures`,
+    campaignInvalid: (id) => `${base}:campaign:${id}:invalid`,
   };
 }

@@ -7,12 +7,14 @@ import {
   settings,
   toWire,
   ValidationError,
+  validateQueueName,
   type WireMessage,
 } from '@mailroom/core';
 import { type FlowJob, FlowProducer, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { producerDefaults } from './defaults.js';
+import { EpochWatch } from './epoch.js';
 import { BATCH_JOB_NAME, type BatchJobData, packMessages } from './job.js';
 import { type QueueKeys, queueKeys } from './keys.js';
 import { createRedis, describeRedis, type RedisInput, waitForRedis } from './redis.js';
@@ -21,7 +23,7 @@ import { createRedis, describeRedis, type RedisInput, waitForRedis } from './red
 export interface ProducerOptions {
   /** Redis URL, ioredis options or client. Default REDIS_URL. */
   redis?: RedisInput;
-  /** Queue name. Default MAILROOM_QUEUE, else `mail`. */
+  /** Queue name, checked by validateQueueName. Default MAILROOM_QUEUE, else `mail`. */
   queue?: string;
   /** Key prefix (a Redis Cluster hash tag). Default MAILROOM_PREFIX, else `{mailroom}`. */
   prefix?: string;
@@ -80,6 +82,11 @@ export interface Producer {
   /** Options in effect, defaults applied. */
   readonly options: Readonly<Required<Omit<ProducerOptions, 'redis' | 'logger'>>>;
   readonly logger: Logger;
+  /**
+   * This producer's view of the queue's epoch marker: it notices (and logs, once) when Redis lost the
+   * queue's data between two of its enqueues, and campaigns use it to refuse resending (epoch.ts).
+   */
+  readonly epoch: EpochWatch;
   /**
    * Validates every message (headers, addresses, envelope, size), then writes all batch jobs in one
    * atomic Redis transaction. A bad message throws ValidationError naming `messages[i]` and nothing
@@ -152,11 +159,30 @@ function checkEnqueueOptions(options: EnqueueOptions): { delay: number | undefin
  * applies the size cap (`maxMessageBytes`, default producerDefaults.maxMessageBytes) to the wire
  * form's JSON size in bytes. Returns the wire form and its size (exact near the cap, otherwise the
  * character count, which the batch byte budget uses). Throws ValidationError (or TypeError) with the reason, naming no index; enqueue
- * prefixes `messages[i]`. For callers that validate a stream before enqueueing it in chunks.
+ * prefixes `messages[i]`. Any other failure while checking (a RangeError on a huge field) is turned
+ * into a ValidationError with it as `cause`; a MailError that is not a ValidationError (a ConfigError
+ * from a bad setting) is about the environment, not the message, and is thrown as it is. For callers
+ * that validate a stream before enqueueing it in chunks.
  */
 export function checkMessage(
   message: unknown,
   options: { failSilently?: boolean; maxMessageBytes?: number } = {},
+): { wire: WireMessage; size: number } {
+  try {
+    return checkMessageFields(message, options);
+  } catch (error) {
+    if (error instanceof TypeError || error instanceof MailError) throw error;
+    // Whatever a check trips over in this message is still this message's fault, and the caller
+    // must be able to pin it on the message (enqueue names its index, a campaign counts the
+    // recipient invalid) instead of an unnamed RangeError stopping the whole call.
+    const cause = coerceError(error);
+    throw new ValidationError(`it could not be checked: ${cause.name}: ${cause.message}`, { cause });
+  }
+}
+
+function checkMessageFields(
+  message: unknown,
+  options: { failSilently?: boolean; maxMessageBytes?: number },
 ): { wire: WireMessage; size: number } {
   const maxBytes = options.maxMessageBytes ?? producerDefaults.maxMessageBytes;
   if (!(message instanceof EmailMessage)) {
@@ -236,11 +262,15 @@ function prepareMessage(
   }
 }
 
-/** Creates a producer. Connecting happens in the background; enqueue fails fast if Redis is not there. */
+/**
+ * Creates a producer. Connecting happens in the background; enqueue fails fast if Redis is not there.
+ * An invalid queue name (validateQueueName) or option throws at once, before any connection.
+ */
 export function createProducer(options: ProducerOptions = {}): Producer {
   const resolved = {
     // MAILROOM_QUEUE / MAILROOM_PREFIX are the worker's settings too: one env configures both sides.
-    queue: options.queue ?? (process.env.MAILROOM_QUEUE || producerDefaults.queue),
+    // Trimmed as the worker reads it (readWorkerEnvironment), then the one rule both sides share.
+    queue: validateQueueName(options.queue ?? (process.env.MAILROOM_QUEUE?.trim() || producerDefaults.queue)),
     prefix: options.prefix ?? (process.env.MAILROOM_PREFIX || producerDefaults.prefix),
     batchSize: positiveInteger(options.batchSize ?? producerDefaults.batchSize, 'batchSize'),
     maxBatchBytes: positiveInteger(options.maxBatchBytes ?? producerDefaults.maxBatchBytes, 'maxBatchBytes'),
@@ -281,6 +311,12 @@ export function createProducer(options: ProducerOptions = {}): Producer {
   });
   if (redis.status === 'wait') redis.connect().catch(() => {});
   const keys = queueKeys(resolved.prefix, resolved.queue);
+  const epoch = new EpochWatch(redis, keys, {
+    queue: resolved.queue,
+    logger,
+    role: 'producer',
+    minInterval: producerDefaults.epochCheckInterval,
+  });
   let flowProducer: FlowProducer | undefined;
   let queue: Queue | undefined;
   let closed = false;
@@ -353,6 +389,14 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     });
     try {
       await ready();
+      // At most one round trip every epochCheckInterval. The marker only reports: enqueueing the
+      // messages in hand is right whatever it says, so a failure to read it never fails the call.
+      await epoch.check().catch((error) => {
+        logger.warn(
+          { queue: resolved.queue, err: coerceError(error).message },
+          'could not check the epoch marker',
+        );
+      });
       if (enqueueOptions.idempotencyKey !== undefined) {
         // A repeat of a key is recognised by its first batch, whatever the repeat holds: a retried
         // request with more (or differently chunked) messages enqueues nothing either. The per-batch
@@ -423,6 +467,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     redis,
     options: resolved,
     logger,
+    epoch,
     enqueue,
     getQueue() {
       queue ??= new Queue(resolved.queue, { connection: redis, prefix: resolved.prefix });

@@ -1,4 +1,5 @@
 import { ValidationError } from '@mailroom/core';
+import { producerDefaults } from './defaults.js';
 
 /** Per-recipient values a template can use: `{{ name }}`, `{{ company.city }}`. */
 export type TemplateVariables = Record<string, unknown>;
@@ -13,7 +14,12 @@ export interface CompiledTemplate {
   readonly source: string;
   /** Variable paths the template uses. */
   readonly variables: string[];
-  render(variables: TemplateVariables): string;
+  /**
+   * Fills the placeholders from `variables`. Throws ValidationError naming the template's field when
+   * the result would be longer than `maxLength` characters (UTF-16 code units; default
+   * producerDefaults.maxMessageBytes), before the longer string is built.
+   */
+  render(variables: TemplateVariables, maxLength?: number): string;
 }
 
 const HTML_ESCAPES: Record<string, string> = {
@@ -80,14 +86,20 @@ export function compileTemplate(source: string, escaping: Escape, field = 'templ
   return {
     source,
     variables: [...variables],
-    render(values) {
+    render(values, maxLength = producerDefaults.maxMessageBytes) {
+      // Checked before every append: a 1 MB value used 600 times would otherwise grow a string to
+      // V8's limit (2^29 - 24 characters) and die there with an unnamed "RangeError: Invalid string
+      // length", after holding hundreds of MB. Escaping never shortens a value, so the raw length is
+      // checked before it is escaped too.
+      const tooLong = () =>
+        new ValidationError(`${field} renders to more than ${maxLength} characters`, { field });
       let out = '';
       for (const part of parts) {
-        if (typeof part === 'string') out += part;
-        else {
-          const text = stringify(lookup(values, part.path));
-          out += part.raw ? text : encode(text);
-        }
+        let text = typeof part === 'string' ? part : stringify(lookup(values, part.path));
+        if (out.length + text.length > maxLength) throw tooLong();
+        if (typeof part !== 'string' && !part.raw) text = encode(text);
+        if (out.length + text.length > maxLength) throw tooLong();
+        out += text;
       }
       return out;
     },

@@ -2,7 +2,15 @@
  * @mailroom/producer against real Redis and real BullMQ: batching, all-or-nothing validation,
  * idempotency that outlives the jobs, fail-fast when Redis is down, job options and close().
  */
-import { BadHeaderError, decodeWire, EmailMessage, MailError, toWire, ValidationError } from '@mailroom/core';
+import {
+  BadHeaderError,
+  ConfigError,
+  decodeWire,
+  EmailMessage,
+  MailError,
+  toWire,
+  ValidationError,
+} from '@mailroom/core';
 import {
   BATCH_JOB_NAME,
   createProducer,
@@ -245,7 +253,42 @@ describe('validation before anything is enqueued', () => {
     (list[1] as EmailMessage).subject = 'a\nb';
     const error = (await rejection(producer.enqueue(list))) as ValidationError;
     expect(error.cause).toBeInstanceOf(BadHeaderError);
-    expect(error.field).toBe('messages[1].Subject');
+    expect(error.field).toBe('messages[1].subject');
+  });
+
+  it('turns a RangeError thrown while checking a message into a ValidationError naming its index', async () => {
+    // Issue 9: an 8 MB header value once overflowed the call stack deep in header encoding, and the
+    // RangeError left enqueue raw, naming no message.
+    class Overflowing extends EmailMessage {
+      override validate(): void {
+        throw new RangeError('Maximum call stack size exceeded');
+      }
+    }
+    const { producer, queue } = setup();
+    const list = messages(3);
+    list[2] = new Overflowing('Hi', 'Body', 'news@example.com', ['user2@example.com']);
+    const error = (await rejection(producer.enqueue(list))) as ValidationError;
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error.field).toBe('messages[2]');
+    expect(error.message).toBe(
+      'messages[2] rejected: it could not be checked: RangeError: Maximum call stack size exceeded',
+    );
+    expect(error.cause).toMatchObject({ cause: expect.any(RangeError) });
+    expect(await queueKeyNames(redis, queue)).toEqual([]);
+  });
+
+  it('lets a ConfigError from a bad setting through as it is: the environment is wrong, not the message', async () => {
+    class Misconfigured extends EmailMessage {
+      override validate(): void {
+        throw new ConfigError('Invalid setting DEFAULT_CHARSET=nope');
+      }
+    }
+    const { producer } = setup();
+    const error = await rejection(
+      producer.enqueue(new Misconfigured('Hi', 'Body', 'news@example.com', ['a@example.com'])),
+    );
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error).not.toBeInstanceOf(ValidationError);
   });
 });
 

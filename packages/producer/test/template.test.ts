@@ -1,10 +1,10 @@
 /**
  * compileTemplate: the campaign placeholder language. Dotted paths, escaping per output (HTML, URL,
- * none), `{{{ raw }}}`, missing values, malformed placeholders, and the promise that nothing in a
- * template reaches code or prototypes.
+ * none), `{{{ raw }}}`, missing values, malformed placeholders, the promise that nothing in a
+ * template reaches code or prototypes, and the cap on what one render may build.
  */
 import { ValidationError } from '@mailroom/core';
-import { compileTemplate, escapeHtml } from '@mailroom/producer';
+import { compileTemplate, escapeHtml, producerDefaults } from '@mailroom/producer';
 import { describe, expect, it } from 'vitest';
 
 function compileError(source: string, escaping: 'none' | 'html' | 'url', field?: string): ValidationError {
@@ -164,5 +164,46 @@ describe('compileTemplate runs no code', () => {
     const code = ['$', '{process.exit(1)}'].join('');
     const source = `${code} {{ name }} \`rm -rf\` <%= 1 + 1 %>`;
     expect(compileTemplate(source, 'none').render({ name: 'x' })).toBe(`${code} x \`rm -rf\` <%= 1 + 1 %>`);
+  });
+});
+
+describe('compileTemplate size cap (issue 9)', () => {
+  const MB = 1024 * 1024;
+
+  it('stops a 1 MB value used 600 times at maxLength with a ValidationError naming the field, not a RangeError', () => {
+    // Unbounded, this passed V8's string limit (2^29 - 24 characters): "RangeError: Invalid string length".
+    const template = compileTemplate('{{ bio }}'.repeat(600), 'none', 'template.text');
+    let thrown: unknown;
+    try {
+      template.render({ bio: 'x'.repeat(MB) });
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(ValidationError);
+    expect(thrown).toMatchObject({
+      field: 'template.text',
+      message: `template.text renders to more than ${producerDefaults.maxMessageBytes} characters`,
+    });
+  });
+
+  it('renders a result of exactly maxLength and refuses one character more', () => {
+    const template = compileTemplate('ab{{ v }}', 'none', 'template.subject');
+    expect(template.render({ v: 'cde' }, 5)).toBe('abcde');
+    expect(() => template.render({ v: 'cdef' }, 5)).toThrow(
+      'template.subject renders to more than 5 characters',
+    );
+  });
+
+  it('counts the text as escaped: an HTML-escaped value longer than the cap is refused', () => {
+    const template = compileTemplate('{{ v }}', 'html', 'template.html');
+    // 4 characters, 16 once escaped.
+    expect(() => template.render({ v: '<<<<' }, 10)).toThrow(ValidationError);
+    expect(template.render({ v: '<<<<' }, 16)).toBe('&lt;&lt;&lt;&lt;');
+  });
+
+  it('refuses template text alone longer than the cap', () => {
+    expect(() => compileTemplate('x'.repeat(11), 'none', 'template.text').render({}, 10)).toThrow(
+      'template.text renders to more than 10 characters',
+    );
   });
 });

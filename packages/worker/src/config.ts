@@ -1,4 +1,4 @@
-import { ConfigError, settings } from '@mailroom/core';
+import { ConfigError, settings, validateQueueName } from '@mailroom/core';
 import { workerDefaults } from './defaults.js';
 import { parseRateLimit, type RateLimit } from './rate-limit.js';
 
@@ -17,6 +17,7 @@ export interface WorkerEnvironment {
   maxStalledCount: number;
   metricsPort: number | undefined;
   connectionIdleTimeout: number;
+  maxUnpackedBytes: number;
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -57,7 +58,8 @@ export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): Wor
   };
   return {
     redisUrl: settings.REDIS_URL,
-    queue: get('MAILROOM_QUEUE') ?? workerDefaults.queue,
+    // The producer's rule, so that a queue one side accepts is never refused by the other.
+    queue: withName('MAILROOM_QUEUE', (v) => validateQueueName(v, 'MAILROOM_QUEUE'), workerDefaults.queue),
     prefix: get('MAILROOM_PREFIX') ?? workerDefaults.prefix,
     concurrency: withName(
       'MAILROOM_CONCURRENCY',
@@ -99,6 +101,11 @@ export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): Wor
       'MAILROOM_CONNECTION_IDLE',
       (v) => parseDuration(v, 'MAILROOM_CONNECTION_IDLE'),
       workerDefaults.connectionIdleTimeout,
+    ),
+    maxUnpackedBytes: withName(
+      'MAILROOM_MAX_UNPACKED_BYTES',
+      (v) => integer(v, 'MAILROOM_MAX_UNPACKED_BYTES', 1),
+      workerDefaults.maxUnpackedBytes,
     ),
     metricsPort: withName(
       'MAILROOM_METRICS_PORT',

@@ -1,4 +1,4 @@
-import { DAY, MINUTE, SECOND } from '@mailroom/producer';
+import { DAY, MINUTE, producerDefaults, SECOND } from '@mailroom/producer';
 
 /** Every default of the worker, in one place. */
 export const workerDefaults = {
@@ -38,4 +38,19 @@ export const workerDefaults = {
   connectionIdleTimeout: 5 * SECOND,
   /** A connection is closed instead of reused after this many messages. */
   maxMessagesPerConnection: 1000,
+  /**
+   * How often a worker looks at its queue's epoch marker to notice Redis losing its data (also at
+   * every reconnect and every lost lock: data-loss.ts).
+   */
+  dataLossCheckInterval: 5 * SECOND,
+  /** How often a worker reads the queue's campaigns and job counts, to report what a data loss took. */
+  dataLossSnapshotInterval: 10 * SECOND,
+  /**
+   * Bytes a batch's packed messages may inflate to (MAILROOM_MAX_UNPACKED_BYTES); past it the batch is
+   * dead-lettered as invalid before it can take the memory (a deflate bomb, issue #9). The most a
+   * default producer writes, as job.ts's unpackedBatchLimit reckons it: a batch is closed at
+   * maxBatchBytes (4 MiB) counted in UTF-16 units of JSON, up to 6 bytes each (`\u0001`), and one
+   * message alone may be maxMessageBytes (10 MiB); plus the array's brackets. 24 MiB + 2 bytes.
+   */
+  maxUnpackedBytes: Math.max(6 * producerDefaults.maxBatchBytes, producerDefaults.maxMessageBytes) + 2,
 } satisfies Record<string, string | number>;

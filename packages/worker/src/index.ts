@@ -21,5 +21,12 @@ export {
 } from './ledger.js';
 export { PrometheusMetrics, type WorkerMetrics } from './metrics.js';
 export { parseRateLimit, type RateLimit, RateLimiter, sleep } from './rate-limit.js';
+export {
+  checkRedisDurability,
+  type RedisDurabilityProblem,
+  type RedisDurabilityReport,
+  type RedisDurabilitySettings,
+  warnAboutRedisDurability,
+} from './redis-checks.js';
 export { exhaust, settle, shortDetail, truncateRecipients } from './settle.js';
 export { createWorker, type MailWorker, retryDelay, type WorkerOptions } from './worker.js';

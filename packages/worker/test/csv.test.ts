@@ -50,6 +50,16 @@ describe('CsvParser (RFC 4180)', () => {
     for (const size of [1, 2, 3, 5, 7]) expect(fields(text, size), `chunks of ${size}`).toEqual(whole);
   });
 
+  it('keeps an 8 MB field whole, quoted or not, across 64 KB chunks, with the lines counted (issue 9)', () => {
+    const big = 'x'.repeat(8 * 1024 * 1024);
+    const text = `a,${big}\r\n"${big}""\r\n${big}",b\r\nc,d\r\n`;
+    const out = records(text, 64 * 1024);
+    expect(out.map((record) => record.line)).toEqual([1, 2, 4]);
+    expect(out[0]?.fields[1]).toBe(big);
+    expect(out[1]?.fields[0]).toBe(`${big}"\r\n${big}`);
+    expect(out[2]?.fields).toEqual(['c', 'd']);
+  });
+
   it('keeps empty fields, a trailing empty field, and a last record without a line break', () => {
     expect(fields('a,,c\nd,e,\nf,g,h')).toEqual([
       ['a', '', 'c'],

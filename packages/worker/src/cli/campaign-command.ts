@@ -4,6 +4,7 @@ import {
   type CampaignTemplate,
   campaignStatus,
   cancelCampaign,
+  type InvalidRow,
   type Producer,
   pauseCampaign,
   resumeCampaign,
@@ -20,7 +21,7 @@ import {
   withProducer,
 } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
-import { type CliContext, EXIT, InputError, println, UsageError } from './io.js';
+import { type CliContext, EXIT, InputError, printLines, println, UsageError } from './io.js';
 import { statusReport, watchCampaign } from './progress.js';
 import { readRecipients, recipientFormat } from './recipients.js';
 
@@ -33,6 +34,9 @@ Newsletter drains: one template, many recipients, personalised, with live progre
     (case-insensitive), renders each message and enqueues it with backpressure. Prints the
     campaign id first, then waits until every recipient is enqueued (the workers send them).
     The file is checked first: a malformed line stops everything, with its line number.
+    A recipient whose message cannot be built (a bad address, a field or message over the
+    size limits) is skipped and counted invalid; the first 10 are printed with their line,
+    field and reason (the first 100 are kept: campaign status --json).
     --from <addr>              sender (required)
     --subject <text>           subject template (required), e.g. 'News for {{ name }}'
     --text-file <path>         plain-text body template (required)
@@ -42,6 +46,9 @@ Newsletter drains: one template, many recipients, personalised, with live progre
                                template variable: {{ name }}, {{ city }}
     --id <id>                  campaign id (default a new UUID); starting an id again resumes it
                                without sending anyone a second message
+    --start-over               start anew a campaign whose record Redis lost (restarted without
+                               persistence): everyone gets it again, including those already
+                               delivered; without it such an id is refused
     --name <text>              name shown by status
     --unsubscribe-url <url>    https URL (placeholders allowed): List-Unsubscribe + One-Click (RFC 8058)
     --unsubscribe-mailto <a>   mailto address for List-Unsubscribe
@@ -67,7 +74,8 @@ Flags of every subcommand:
 
 Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX.
 Exit codes: 0 ok (status --watch: the campaign completed or was cancelled); 1 unknown campaign,
-or a pause/resume/cancel that does not apply to its state; 2 bad flags or a bad recipients file;
+a campaign lost with Redis's data (start refuses it without --start-over), or a
+pause/resume/cancel that does not apply to its state; 2 bad flags or a bad recipients file;
 3 bad configuration; 4 Redis unreachable.
 
 Examples:
@@ -96,6 +104,7 @@ const startFlags = {
   header: { type: 'string', multiple: true },
   'reply-to': { type: 'string', multiple: true },
   'batch-size': { type: 'string' },
+  'start-over': { type: 'boolean' },
   watch: { type: 'boolean' },
   interval: { type: 'string' },
 } satisfies FlagSpec;
@@ -107,6 +116,9 @@ const statusFlags = {
 } satisfies FlagSpec;
 
 const DEFAULT_INTERVAL = 1000;
+/** Invalid recipients printed by `start` (with --json: listed), as campaign status keeps them. */
+const INVALID_ROWS_PRINTED = 10;
+const INVALID_ROWS_LISTED = 100;
 
 function intervalOf(value: string | undefined): number {
   if (value === undefined) return DEFAULT_INTERVAL;
@@ -163,19 +175,32 @@ async function start(argv: string[], context: CliContext): Promise<number> {
   if (expectedTotal === 0) throw new InputError(`no recipients in ${recipientsPath}`);
 
   return withProducer(context, { queue: values.queue, batchSize }, async (producer) => {
+    // The file line of each recipient, to name the invalid ones: weakly held, so only while the
+    // campaign holds the recipient (never the whole file).
+    const lineOf = new WeakMap<object, number>();
     const recipients = (async function* () {
-      for await (const { recipient } of readRecipients(recipientsPath, format)) yield recipient;
+      for await (const { line, recipient } of readRecipients(recipientsPath, format)) {
+        if (typeof recipient === 'object') lineOf.set(recipient, line);
+        yield recipient;
+      }
     })();
+    const invalidRows: (InvalidRow & { line?: number })[] = [];
     // Stops reading recipients when the watch fails: nothing would report the progress any more.
     const reading = new AbortController();
     const handle = await startCampaign(producer, {
       signal: reading.signal,
       ...(values.id === undefined ? {} : { id: values.id }),
       ...(values.name === undefined ? {} : { name: values.name }),
+      ...(values['start-over'] ? { startOver: true } : {}),
       template,
       recipients,
       ...(Object.keys(unsubscribe).length > 0 ? { unsubscribe } : {}),
       expectedTotal,
+      onInvalid(row, recipient) {
+        if (invalidRows.length >= INVALID_ROWS_LISTED) return;
+        const line = typeof recipient === 'object' ? lineOf.get(recipient) : undefined;
+        invalidRows.push(line === undefined ? row : { ...row, line });
+      },
     });
     // The id first, at once: another terminal can pause or watch while this one enqueues.
     if (!values.json) println(context.stdout, handle.id);
@@ -197,14 +222,14 @@ async function start(argv: string[], context: CliContext): Promise<number> {
 
     const progress = await handle.enqueued;
     if (values.json) {
-      printJson(context, { id: handle.id, queue: producer.queue, ...progress });
+      printJson(context, { id: handle.id, queue: producer.queue, ...progress, invalidRows });
       return EXIT.ok;
     }
     const notes = [
       progress.duplicates > 0
         ? `${formatCount(progress.duplicates)} duplicate${progress.duplicates === 1 ? '' : 's'} skipped`
         : '',
-      progress.invalid > 0 ? `${formatCount(progress.invalid)} with an invalid address` : '',
+      progress.invalid > 0 ? `${formatCount(progress.invalid)} invalid` : '',
     ].filter(Boolean);
     println(
       context.stderr,
@@ -213,6 +238,17 @@ async function start(argv: string[], context: CliContext): Promise<number> {
         `${progress.stopped === 'cancelled' ? '; the campaign was cancelled meanwhile' : ''}` +
         `; follow it with: mailroom campaign status ${handle.id} --watch`,
     );
+    for (const { line, row, email, field, reason } of invalidRows.slice(0, INVALID_ROWS_PRINTED)) {
+      const where = line === undefined ? `recipient ${row}` : `line ${line}`;
+      println(context.stderr, `mailroom campaign: invalid: ${where} (${email}): ${field}: ${reason}`);
+    }
+    if (progress.invalid > INVALID_ROWS_PRINTED) {
+      println(
+        context.stderr,
+        `mailroom campaign: ${formatCount(progress.invalid - INVALID_ROWS_PRINTED)} more invalid; ` +
+          `the first ${INVALID_ROWS_LISTED} are in: mailroom campaign status ${handle.id} --json`,
+      );
+    }
     return EXIT.ok;
   });
 }
@@ -228,7 +264,7 @@ async function status(argv: string[], context: CliContext): Promise<number> {
     }
     const current = await campaignStatus(producer, id);
     if (values.json) printJson(context, current);
-    else println(context.stdout, statusReport(current));
+    else printLines(context.stdout, statusReport(current));
     return EXIT.ok;
   });
 }
@@ -283,7 +319,8 @@ async function dispatch(argv: string[], context: CliContext): Promise<number> {
       return transition(subcommand, rest, context);
     default:
       throw new UsageError(
-        `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}`}: start, status, pause, resume or cancel\n\n${campaignUsage}`,
+        `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}`}: start, status, pause, resume or cancel`,
+        { usage: campaignUsage },
       );
   }
 }

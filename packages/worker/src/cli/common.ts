@@ -4,7 +4,8 @@ import { createProducer, type Producer } from '@mailroom/producer';
 import { pino } from 'pino';
 import { parseDuration } from '../config.js';
 import { workerDefaults } from '../defaults.js';
-import { type CliContext, InputError, UsageError } from './io.js';
+import { type CliContext, InputError, jsonLogStream, UsageError } from './io.js';
+import { forTerminal } from './terminal.js';
 
 /** Where the queue commands find their queue: REDIS_URL, MAILROOM_QUEUE (or --queue), MAILROOM_PREFIX. */
 export interface QueueEnvironment {
@@ -46,7 +47,10 @@ export async function openProducer(
     queue: environment.queue,
     prefix: environment.prefix,
     ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
-    logger: pino({ name: 'mailroom-cli', level: context.env.LOG_LEVEL ?? 'warn' }, context.stderr),
+    logger: pino(
+      { name: 'mailroom-cli', level: context.env.LOG_LEVEL ?? 'warn' },
+      jsonLogStream(context.stderr),
+    ),
   });
   try {
     await producer.ready();
@@ -181,7 +185,11 @@ export function formatSeconds(seconds: number | null): string {
   return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-/** Writes a value as one line of JSON (the `--json` output of every command). */
+/**
+ * Writes a value as one line of JSON (the `--json` output of every command). JSON.stringify leaves
+ * DEL, C1 controls (U+009B is a CSI), U+2028/U+2029 and bidi controls raw; they are written as
+ * `\uXXXX` escapes, so the line parses to the same value and cannot act on a terminal.
+ */
 export function printJson(context: CliContext, value: unknown): void {
-  context.stdout.write(`${JSON.stringify(value)}\n`);
+  context.stdout.write(`${forTerminal(JSON.stringify(value))}\n`);
 }

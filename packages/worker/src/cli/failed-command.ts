@@ -229,6 +229,7 @@ export async function failedCommand(argv: string[], context: CliContext): Promis
   if (subcommand === 'list') return list(rest, context);
   if (subcommand === 'retry') return retry(rest, context);
   throw new UsageError(
-    `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}`}: list or retry\n\n${failedUsage}`,
+    `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}`}: list or retry`,
+    { usage: failedUsage },
   );
 }

@@ -27,6 +27,6 @@ export function parseFlags<T extends FlagSpec>(
     });
     return { values: values as Values<T>, positionals };
   } catch (error) {
-    throw new UsageError(`${(error as Error).message}\n\n${usage}`);
+    throw new UsageError((error as Error).message, { usage });
   }
 }

@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream';
 import { ConfigError, MailError, ValidationError } from '@mailroom/core';
+import { forTerminal } from './terminal.js';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = {
@@ -15,9 +16,16 @@ export const EXIT = {
   unavailable: 4,
 } as const;
 
-/** A command-line mistake: printed with the command's usage, exit code 2. */
+/** A command-line mistake: exit code 2, printed as one line, then `usage` when it carries one. */
 export class UsageError extends Error {
   override name = 'UsageError';
+  /** Help text printed after the message (kept apart: the message is one line, the usage several). */
+  readonly usage: string | undefined;
+
+  constructor(message: string, options: { usage?: string } = {}) {
+    super(message);
+    this.usage = options.usage;
+  }
 }
 
 /**
@@ -50,7 +58,34 @@ export function exitCodeFor(error: unknown): number {
   return EXIT.failure;
 }
 
-/** Writes a line. */
+/**
+ * Writes `text` as one line, escaped with {@link forTerminal}: nothing in it (an SMTP reply, an
+ * address, a job id, an error message quoting a value) can move the cursor, set colours or the window
+ * title, ring the bell or start a line of its own. Every human-readable line of the CLI goes through
+ * here or {@link printLines}.
+ */
 export function println(stream: Writable, text = ''): void {
-  stream.write(`${text}\n`);
+  stream.write(`${forTerminal(text)}\n`);
+}
+
+/**
+ * Writes text that is several lines by design (a usage text, `campaign status`), escaped like
+ * {@link println} except that its line breaks stay. Values from data in it must have been escaped
+ * with {@link forTerminal} on their own, or a line break in one would pass as a line of the output.
+ */
+export function printLines(stream: Writable, text: string): void {
+  stream.write(`${forTerminal(text, { keepLineBreaks: true })}\n`);
+}
+
+/**
+ * A pino destination writing JSON lines to `stream` with DEL, C1 controls, U+2028/U+2029 and bidi
+ * controls written as `\uXXXX` (pino, like JSON.stringify, escapes C0 controls only): each line still
+ * parses to the same values, and a log line on a terminal cannot act on it.
+ */
+export function jsonLogStream(stream: Writable): { write(line: string): void } {
+  return {
+    write(line) {
+      stream.write(forTerminal(line, { keepLineBreaks: true }));
+    },
+  };
 }

@@ -2,7 +2,7 @@ import { coerceError } from '@mailroom/core';
 import { campaignCommand, campaignUsage } from './campaign-command.js';
 import { enqueueCommand, enqueueUsage } from './enqueue-command.js';
 import { failedCommand, failedUsage } from './failed-command.js';
-import { type CliContext, EXIT, exitCodeFor, println, UsageError } from './io.js';
+import { type CliContext, EXIT, exitCodeFor, printLines, println, UsageError } from './io.js';
 import { sendCommand, sendUsage } from './send-command.js';
 import { statsCommand, statsUsage } from './stats-command.js';
 import { workerCommand, workerUsage } from './worker-command.js';
@@ -50,16 +50,17 @@ Exit codes: 0 ok, 1 failed, 2 usage or invalid input, 3 configuration error, 4 R
 export async function run(argv: string[], context: CliContext): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    println(name === undefined ? context.stderr : context.stdout, mainUsage());
+    printLines(name === undefined ? context.stderr : context.stdout, mainUsage());
     return name === undefined ? EXIT.usage : EXIT.ok;
   }
   const command = commands[name];
   if (!command) {
-    println(context.stderr, `mailroom: unknown command ${JSON.stringify(name)}\n\n${mainUsage()}`);
+    println(context.stderr, `mailroom: unknown command ${JSON.stringify(name)}`);
+    printLines(context.stderr, `\n${mainUsage()}`);
     return EXIT.usage;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    println(context.stdout, command.usage);
+    printLines(context.stdout, command.usage);
     return EXIT.ok;
   }
   try {
@@ -67,8 +68,10 @@ export async function run(argv: string[], context: CliContext): Promise<number> 
   } catch (error) {
     const err = coerceError(error);
     const code = exitCodeFor(err);
+    // One line (escaped by println): messages quote values from flags, files and servers.
     println(context.stderr, `mailroom ${name}: ${err.message}`);
-    if (code === EXIT.usage && !(err instanceof UsageError)) println(context.stderr, `\n${command.usage}`);
+    const usage = err instanceof UsageError ? err.usage : code === EXIT.usage ? command.usage : undefined;
+    if (usage !== undefined) printLines(context.stderr, `\n${usage}`);
     return code;
   }
 }

@@ -1,6 +1,7 @@
 import { type CampaignStatus, campaignStatus, type Producer } from '@mailroom/producer';
 import { formatCount, formatSeconds, printJson } from './common.js';
 import { type CliContext, println } from './io.js';
+import { forTerminal } from './terminal.js';
 
 /** States after which a campaign sends nothing more: `status --watch` stops there. */
 export const FINISHED_STATES: ReadonlySet<string> = new Set(['completed', 'cancelled', 'interrupted']);
@@ -44,7 +45,11 @@ export function progressLine(status: CampaignStatus): string {
   return parts.join(' · ');
 }
 
-/** The multi-line report of `mailroom campaign status`. */
+/**
+ * The multi-line report of `mailroom campaign status`, for `printLines`: each value is escaped
+ * with {@link forTerminal} (a campaign name or an enqueue error is data), the line breaks are the
+ * report's own.
+ */
 export function statusReport(status: CampaignStatus): string {
   const reasons = Object.entries(status.failedByReason)
     .filter(([, count]) => count > 0)
@@ -76,7 +81,7 @@ export function statusReport(status: CampaignStatus): string {
   if (status.finishedAt !== undefined) rows.push(['cancelled at', new Date(status.finishedAt).toISOString()]);
   if (status.enqueueError !== undefined)
     rows.push(['interrupted', `${status.enqueueError} (start it again to resume)`]);
-  return rows.map(([label, value]) => `${label.padEnd(12)} ${value}`).join('\n');
+  return rows.map(([label, value]) => `${label.padEnd(12)} ${forTerminal(value)}`).join('\n');
 }
 
 /** Sleeps, waking early when the signal aborts. */
@@ -124,7 +129,8 @@ export async function watchCampaign(
       if (options.json) printJson(context, status);
       else if (tty) {
         const columns = context.stdout.columns ?? 0;
-        const line = progressLine(status);
+        // Escaped before the bar's own control sequences are added: those must work, the data's must not.
+        const line = forTerminal(progressLine(status));
         context.stdout.write(`\r${columns > 1 ? line.slice(0, columns - 1) : line}\x1b[K`);
         drawn = true;
       } else println(context.stdout, progressLine(status));

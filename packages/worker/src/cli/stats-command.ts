@@ -4,6 +4,7 @@ import { formatCount, printJson, readQueueEnvironment, withProducer } from './co
 import { type FlagSpec, parseFlags } from './flags.js';
 import { type CliContext, EXIT, println, UsageError } from './io.js';
 import { formatRate, percentDone } from './progress.js';
+import { forTerminal } from './terminal.js';
 
 export const statsUsage = `Usage: mailroom stats [--queue name] [--json]
 
@@ -64,9 +65,10 @@ export async function statsCommand(argv: string[], context: CliContext): Promise
     }
     println(context.stdout, 'campaigns:');
     const header = ['ID', 'STATE', 'DONE', 'TOTAL', 'SENT', 'FAILED', 'CANCELLED', 'REMAINING', 'RATE'];
+    // Cells escaped before the widths are measured, so the columns line up with what is printed.
     const rows = campaigns.map((status) => [
-      status.id,
-      status.state,
+      forTerminal(status.id),
+      forTerminal(status.state),
       `${percentDone(status)}%`,
       formatCount(status.total),
       formatCount(status.sent),

@@ -7,7 +7,7 @@ import { PrometheusMetrics } from '../metrics.js';
 import { parseRateLimit } from '../rate-limit.js';
 import { createWorker } from '../worker.js';
 import { type FlagSpec, parseFlags } from './flags.js';
-import { type CliContext, EXIT, UsageError } from './io.js';
+import { type CliContext, EXIT, jsonLogStream, println, UsageError } from './io.js';
 
 export const workerUsage = `Usage: mailroom worker [flags]
 
@@ -23,8 +23,9 @@ Flags (environment variable, default):
   --metrics-port <port>      MAILROOM_METRICS_PORT (off): serves /metrics, /healthz, /readyz
 Also read: REDIS_URL, MAILROOM_PREFIX, MAILROOM_BACKOFF, MAILROOM_LOCK_DURATION,
 MAILROOM_STALLED_INTERVAL, MAILROOM_MAX_STALLED_COUNT, MAILROOM_CONNECTION_IDLE (5s: how long an open
-SMTP connection waits for the next batch; 0 closes it after every batch), LOG_LEVEL, and EMAIL_* for
-the backend.`;
+SMTP connection waits for the next batch; 0 closes it after every batch), MAILROOM_MAX_UNPACKED_BYTES
+(24 MiB: a batch inflating past it is dead-lettered as invalid), LOG_LEVEL, and EMAIL_* for the
+backend.`;
 
 const flags = {
   queue: { type: 'string' },
@@ -71,7 +72,11 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
     );
   }
 
-  const logger = pino({ name: 'mailroom-worker', level: context.env.LOG_LEVEL ?? 'info' });
+  // The logs quote SMTP replies and addresses; a worker is often watched on a terminal.
+  const logger = pino(
+    { name: 'mailroom-worker', level: context.env.LOG_LEVEL ?? 'info' },
+    jsonLogStream(context.stdout),
+  );
   const metrics = new PrometheusMetrics();
   const worker = createWorker({
     redis: env.redisUrl,
@@ -86,6 +91,7 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
     stalledInterval: env.stalledInterval,
     maxStalledCount: env.maxStalledCount,
     connectionIdleTimeout: env.connectionIdleTimeout,
+    maxUnpackedBytes: env.maxUnpackedBytes,
     logger,
     metrics,
   });
@@ -97,9 +103,10 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
           ready: () => worker.isReady(),
         });
   const rate = rateLimit ? `${rateLimit.max}/${rateLimit.duration}ms` : 'none';
-  context.stderr.write(
+  println(
+    context.stderr,
     `mailroom worker pid=${process.pid} queue=${queue} redis=${redactRedisUrl(env.redisUrl)} backend=${describeBackend()} ` +
-      `concurrency=${concurrency} rate=${rate} attempts=${attempts} metrics=${server ? `:${server.port}` : 'off'}\n`,
+      `concurrency=${concurrency} rate=${rate} attempts=${attempts} metrics=${server ? `:${server.port}` : 'off'}`,
   );
 
   const signals = context.signals ?? process;
