@@ -1,3 +1,4 @@
+/** Parsing one address or a header-style list into display name and addr-spec, IDN punycoded. */
 import { domainToASCII } from 'node:url';
 import { BadHeaderError, InvalidAddressError, quoteValue } from './errors.js';
 import { checkHeaderLength, forbidControls, requireAscii } from './header-text.js';

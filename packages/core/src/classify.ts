@@ -1,3 +1,4 @@
+/** The one decision of transient versus permanent for every delivery failure (classifyDeliveryError). */
 import { coerceError, ValidationError } from './errors.js';
 
 /** Why a delivery failed, as a small fixed set of labels (used in ledgers, logs and metrics). */

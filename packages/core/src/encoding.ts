@@ -1,3 +1,4 @@
+/** Body encodings: CRLF normalisation, charsets, and the 7bit/8bit/quoted-printable/base64 choice. */
 import { isAscii } from 'node:buffer';
 import iconv from 'iconv-lite';
 import { ValidationError } from './errors.js';

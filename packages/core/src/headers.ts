@@ -1,3 +1,4 @@
+/** Rendering header lines: RFC 2047 encoded-words, folding at 78 characters, dates and Message-IDs. */
 import { hostname } from 'node:os';
 import { domainToASCII } from 'node:url';
 import type { ParsedAddress } from './address.js';

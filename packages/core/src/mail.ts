@@ -1,3 +1,4 @@
+/** The convenience functions of django.core.mail: sendMail, sendMassMail, mailAdmins, mailManagers. */
 import type { BaseEmailBackend } from './backends/base.js';
 import { getConnection } from './backends/registry.js';
 import { EmailMessage, EmailMultiAlternatives } from './message.js';

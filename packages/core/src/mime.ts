@@ -1,3 +1,4 @@
+/** The MIME tree of a message: leaf and multipart nodes, RFC 2231 parameters, serialization with boundaries. */
 import {
   chooseTextEncoding,
   encodeBase64,

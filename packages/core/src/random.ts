@@ -1,3 +1,4 @@
+/** Random hex strings from a pooled buffer, for boundaries and Message-IDs. */
 import { randomFillSync } from 'node:crypto';
 
 // One randomFillSync call per 4 KiB instead of one per token: a small randomBytes() call costs

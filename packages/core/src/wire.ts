@@ -1,3 +1,4 @@
+/** The wire format: a versioned, JSON-safe, zod-validated form of a message (toWire, decodeWire). */
 import { z } from 'zod';
 import { ValidationError } from './errors.js';
 import {

@@ -1,3 +1,4 @@
+/** The backend contract every email backend implements (Django's BaseEmailBackend), and deliver() outcomes. */
 import { envelopeAddress } from '../address.js';
 import { type Classification, classifyDeliveryError, type FailureReason } from '../classify.js';
 import { coerceError, InvalidAddressError, MailError } from '../errors.js';

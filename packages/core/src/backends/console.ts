@@ -1,3 +1,4 @@
+/** The console backend: writes each message to a stream (stdout), as Django's does. */
 import type { Writable } from 'node:stream';
 import {
   type BackendOptions,

@@ -1,3 +1,4 @@
+/** The dummy backend: counts messages and sends nothing. */
 import type { EmailMessage } from '../message.js';
 import { BaseEmailBackend, type DeliveryOutcome, deliveredOutcome, type Envelope } from './base.js';
 

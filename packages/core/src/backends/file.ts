@@ -1,3 +1,4 @@
+/** The file backend: the console output, one .log file per backend instance in EMAIL_FILE_PATH. */
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';

@@ -1,3 +1,4 @@
+/** The memory backend and its outbox (Django's locmem backend and mail.outbox), for tests. */
 import type { EmailMessage } from '../message.js';
 import { BaseEmailBackend, type DeliveryOutcome, deliveredOutcome, type Envelope } from './base.js';
 

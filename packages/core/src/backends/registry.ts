@@ -1,3 +1,4 @@
+/** Which backend a name, a Django dotted path or a `pkg#Export` specifier means; getConnection(). */
 import { createRequire } from 'node:module';
 import { isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';

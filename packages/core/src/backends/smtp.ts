@@ -1,3 +1,4 @@
+/** The SMTP backend: one nodemailer SMTPConnection per open(), TLS, AUTH, per-recipient outcomes. */
 import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
