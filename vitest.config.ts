@@ -13,6 +13,8 @@ const processFiles = [
   'test/cli*.test.ts',
   'test/demo.test.ts',
   'test/redis-data-loss.test.ts',
+  'test/worker-shutdown.test.ts',
+  'test/worker-logs.test.ts',
 ];
 
 export default defineConfig({

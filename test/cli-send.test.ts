@@ -196,6 +196,34 @@ describe('mailroom send (enqueue)', { timeout: CLI_TEST_TIMEOUT }, () => {
     expect(bothBodies.stderr).toContain('--body and --body-file are exclusive');
     expect(Object.values(await jobs.getJobCounts()).every((count) => count === 0)).toBe(true);
   });
+
+  it('refuses an address without a domain in any address flag with exit 2 naming the flag, and enqueues nothing', async () => {
+    // Core accepts a bare local part (Django does: "root" for local delivery); the CLI does not.
+    const { queue, jobs } = testQueue();
+    const env = { REDIS_URL, MAILROOM_QUEUE: queue };
+    const from = ['--from', 'a@example.com'];
+    const to = ['--to', 'b@example.com'];
+    const cases: [string, string[]][] = [
+      ['--to', [...from, '--to', 'bob']],
+      ['--to', [...from, ...to, '--to', 'Bob <bob>']],
+      ['--cc', [...from, ...to, '--cc', 'carol']],
+      ['--bcc', [...from, ...to, '--bcc', '"dave@example.com"']],
+      ['--reply-to', [...from, ...to, '--reply-to', 'help']],
+      ['--from', ['--from', 'root', ...to]],
+    ];
+    const results = await Promise.all(
+      cases.map(([, flags]) => runMailroom(['send', '--subject', 'Hi', '--body', 'x', ...flags], env)),
+    );
+    results.forEach((result, index) => {
+      const [flag, flags] = cases[index] as [string, string[]];
+      const label = flags.join(' ');
+      expect(result.code, label).toBe(2);
+      expect(result.stdout, label).toBe('');
+      expect(result.stderr, label).toMatch(new RegExp(`mailroom send: ${flag} ".*" has no domain`));
+    });
+    expect(results[0]?.stderr).toContain('give a full address such as bob@example.com');
+    expect(Object.values(await jobs.getJobCounts()).every((count) => count === 0)).toBe(true);
+  });
 });
 
 describe('mailroom send --now', { timeout: CLI_TEST_TIMEOUT }, () => {

@@ -3,13 +3,14 @@
  * command, strict flags, configuration errors, fail-fast on an unreachable Redis, and `stats`
  * against real Redis.
  */
+import { readFileSync } from 'node:fs';
 import { EmailMessage } from '@mailroom/core';
 import { createProducer, startCampaign } from '@mailroom/producer';
 import { describe, expect, it } from 'vitest';
-import { CLI_TEST_TIMEOUT, freshQueue, useHarness } from './support/harness.js';
+import { CLI_TEST_TIMEOUT, freshQueue, queueRig, useHarness } from './support/harness.js';
 import { REDIS_URL } from './support/redis.js';
 import { captureLogger } from './support/wait.js';
-import { runMailroom } from './support/worker-process.js';
+import { runMailroom, runMailroomIntoPipe } from './support/worker-process.js';
 
 const harness = useHarness();
 
@@ -73,6 +74,120 @@ describe('mailroom --help', { timeout: CLI_TEST_TIMEOUT }, () => {
   });
 });
 
+describe('mailroom --version', { timeout: CLI_TEST_TIMEOUT }, () => {
+  it('prints the version of @mailroom/worker (--version or -V) and exits 0', async () => {
+    const { version } = JSON.parse(
+      readFileSync(new URL('../packages/worker/package.json', import.meta.url), 'utf8'),
+    ) as { version: string };
+    const results = await Promise.all([runMailroom(['--version']), runMailroom(['-V'])]);
+    for (const result of results) {
+      expect(result.code).toBe(0);
+      expect(result.stdout).toBe(`${version}\n`);
+      expect(result.stderr).toBe('');
+    }
+  });
+});
+
+describe('did you mean', { timeout: CLI_TEST_TIMEOUT }, () => {
+  it('an unknown command close to a known one names it, and exits 2', async () => {
+    const [stat, version, far] = await Promise.all([
+      runMailroom(['stat']),
+      runMailroom(['--verison']),
+      runMailroom(['deploy']),
+    ]);
+    expect(stat.code).toBe(2);
+    expect(stat.stderr).toContain('unknown command "stat" (did you mean stats?)');
+    expect(version.code).toBe(2);
+    expect(version.stderr).toContain('unknown command "--verison" (did you mean --version?)');
+    expect(far.code).toBe(2);
+    expect(far.stderr).toContain('unknown command "deploy"');
+    expect(far.stderr).not.toContain('did you mean');
+  });
+
+  it('an unknown flag close to a known one names it, before anything is enqueued', async () => {
+    const [send, stats] = await Promise.all([
+      runMailroom(['send', '--form', 'a@example.com', '--to', 'b@example.com'], { REDIS_URL: UNREACHABLE }),
+      runMailroom(['stats', '--jsn'], { REDIS_URL: UNREACHABLE }),
+    ]);
+    expect(send.code).toBe(2);
+    expect(send.stderr).toContain("Unknown option '--form' (did you mean --from?)");
+    expect(send.stderr).toContain('Usage: mailroom send');
+    expect(stats.code).toBe(2);
+    expect(stats.stderr).toContain("Unknown option '--jsn' (did you mean --json?)");
+  });
+
+  it('an unknown subcommand close to a known one names it', async () => {
+    const [failed, campaign] = await Promise.all([
+      runMailroom(['failed', 'lsit']),
+      runMailroom(['campaign', 'stauts', 'june']),
+    ]);
+    expect(failed.code).toBe(2);
+    expect(failed.stderr).toContain('unknown subcommand "lsit" (did you mean list?)');
+    expect(campaign.code).toBe(2);
+    expect(campaign.stderr).toContain('unknown subcommand "stauts" (did you mean status?)');
+  });
+});
+
+describe('output into a pipe closed early', { timeout: CLI_TEST_TIMEOUT }, () => {
+  it('mailroom stats | head -1 exits 0, quietly, when head has gone', async () => {
+    const queue = freshQueue(harness, 'cli-pipe');
+    const producer = createProducer({ redis: REDIS_URL, queue, logger: captureLogger().logger });
+    harness.onCleanup(() => producer.close());
+    // 1,000 campaign rows of about 170 bytes: far more than a pipe holds (64 KB), so stats is still
+    // writing when head has read its line and closed the pipe.
+    for (let index = 0; index < 1000; index++) {
+      const campaign = await startCampaign(producer, {
+        id: `campaign-${index}-${'x'.repeat(100)}`,
+        template: { subject: 'News', text: 'Hello', fromEmail: 'news@example.com' },
+        recipients: [],
+      });
+      await campaign.enqueued;
+    }
+    const result = await runMailroomIntoPipe(['stats'], 'head -n 1', { REDIS_URL, MAILROOM_QUEUE: queue });
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe(`queue ${queue} (prefix {mailroom}) on ${REDIS_URL}\n`);
+  });
+
+  it('campaign status --watch | head -1 stops at the next line, with 0 and nothing on stderr', async () => {
+    const queue = freshQueue(harness, 'cli-pipe');
+    const producer = createProducer({ redis: REDIS_URL, queue, logger: captureLogger().logger });
+    harness.onCleanup(() => producer.close());
+    // No worker: the campaign stays running, so --watch would print a line every 50 ms for ever.
+    const campaign = await startCampaign(producer, {
+      id: 'june',
+      template: { subject: 'News', text: 'Hello', fromEmail: 'news@example.com' },
+      recipients: ['a@example.com'],
+    });
+    await campaign.enqueued;
+    const result = await runMailroomIntoPipe(
+      ['campaign', 'status', 'june', '--watch', '--interval', '50ms'],
+      'head -n 1',
+      { REDIS_URL, MAILROOM_QUEUE: queue },
+    );
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^\[-+\] 0% 0\/1 sent · .* · running\n$/);
+  });
+
+  it('a worker whose log pipe closes exits 1 (for its supervisor to restart it), without a stack trace', async () => {
+    const { env, producer } = await queueRig(harness, { label: 'cli-pipe' });
+    let exited = false;
+    const worker = runMailroomIntoPipe(['worker'], 'head -n 1', { ...env, LOG_LEVEL: 'info' }).finally(() => {
+      exited = true;
+    });
+    // Each batch is a log line on stdout: one every 200 ms until one hits the pipe head has closed.
+    for (let index = 0; !exited && index < 150; index++) {
+      await producer.enqueue(new EmailMessage('Hi', 'Hello', 'shop@example.com', [`r${index}@example.com`]));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    const result = await worker;
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('mailroom worker pid=');
+    expect(result.stderr).not.toMatch(/EPIPE|Error/);
+  });
+});
+
 describe('strict flags', { timeout: CLI_TEST_TIMEOUT }, () => {
   it('an unknown flag exits 2 with the reason and the usage, for every command', async () => {
     const commands = [
@@ -114,7 +229,7 @@ describe('strict flags', { timeout: CLI_TEST_TIMEOUT }, () => {
   it('a malformed flag value exits 2 naming the flag', async () => {
     const result = await runMailroom(['failed', 'list', '--limit', 'ten']);
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain('--limit must be a positive integer (got "ten")');
+    expect(result.stderr).toContain('--limit="ten" must be a positive integer');
   });
 });
 

@@ -164,7 +164,7 @@ describe('issue 9: one bad row does not stop a campaign', () => {
         '--recipients',
         csv,
       ],
-      { stdout: stdout.stream, stderr: stderr.stream, env: { MAILROOM_QUEUE: setup.queue } },
+      { stdout: stdout.stream, stderr: stderr.stream, env: { REDIS_URL, MAILROOM_QUEUE: setup.queue } },
     );
     expect(code).toBe(0);
     expect(stdout.text()).toBe('issue-9-cli\n');

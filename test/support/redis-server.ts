@@ -31,7 +31,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** True when a Redis answers PING on the port. */
+/** True when a Redis answers PING on the port (with PONG, or NOAUTH from one started with --requirepass). */
 function answers(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = createConnection({ host: '127.0.0.1', port });
@@ -42,7 +42,7 @@ function answers(port: number): Promise<boolean> {
     socket.setTimeout(500, () => done(false));
     socket.once('error', () => done(false));
     socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
+    socket.once('data', (data) => done(/^(\+PONG|-NOAUTH)/.test(data.toString())));
   });
 }
 

@@ -201,6 +201,54 @@ async function finish(
   return { ...result, stdout: stdout(), stderr: stderr(), durationMs: Date.now() - started };
 }
 
+/**
+ * Runs `mailroom <args> | <reader>` in bash (e.g. `head -n 1`, which closes the pipe after one
+ * line): `code` is mailroom's exit status as bash reports it (PIPESTATUS; 128 + n when killed by
+ * signal n), `stdout` is what the reader printed, `stderr` is mailroom's and the reader's.
+ */
+export async function runMailroomIntoPipe(
+  args: string[],
+  reader: string,
+  env: Record<string, string | undefined> = {},
+  options: Omit<RunOptions, 'input'> = {},
+): Promise<MailroomResult> {
+  const started = Date.now();
+  const command = [process.execPath, '--conditions=source', '--import', 'tsx', CLI, ...args]
+    .map(shellQuote)
+    .join(' ');
+  const script = `${command} | ${reader}; status=\${PIPESTATUS[0]}; exit "$status"`;
+  const child = spawn('bash', ['-c', script], {
+    cwd: ROOT,
+    env: baseEnvironment(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group, so a timeout kills bash AND the pipeline it runs.
+    detached: true,
+  });
+  let out = '';
+  let err = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    out += chunk;
+    options.onOutput?.(out);
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    err += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  });
+  return finish(
+    exited,
+    () => out,
+    () => err,
+    () => {
+      if (child.exitCode === null && child.signalCode === null)
+        process.kill(-(child.pid as number), 'SIGKILL');
+    },
+    started,
+    { what: `mailroom ${args.join(' ')} | ${reader}`, timeoutMs: options.timeoutMs ?? 60_000 },
+  );
+}
+
 /** Quotes a word for `sh -c`. */
 function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;

@@ -13,8 +13,9 @@ export interface ParsedAddress {
 
 // RFC 5322 §3.2.3 atext, plus the dot of dot-atom.
 const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+$/;
-// RFC 5322 §3.2.4 quoted-string of printable ASCII (qtext, quoted-pair, spaces and tabs).
-const QUOTED_LOCAL = /^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\t]|\\[\x20-\x7e\t])*"$/;
+// RFC 5321 §4.1.2 quoted-string (it goes into MAIL FROM / RCPT TO as it is): printable ASCII and
+// spaces, no TAB; nor "<" or ">", which would end the path early for some servers and libraries.
+const QUOTED_LOCAL = /^"(?:[\x20\x21\x23-\x3b\x3d\x3f-\x5b\x5d-\x7e]|\\[\x20-\x3b\x3d\x3f-\x7e])*"$/;
 // A quoted display name: any character but an unescaped quote (controls are refused before this;
 // non-ASCII names are RFC 2047 encoded when rendered).
 const QUOTED_PHRASE = /^"(?:[^"\\]|\\.)*"$/;
@@ -74,9 +75,16 @@ export function normalizeAddrSpec(addrSpec: string, original: string, field?: st
     }
     return `${local}@${domain}`;
   }
+  // WHATWG's domainToASCII also percent-decodes and rewrites numbers as IPv4 (`exa%6dple.com` is
+  // example.com, `0x7f.1` is 127.0.0.1): one mailbox would pass under many spellings. An address
+  // gives a domain name as it is, or an IP address as a literal ([192.0.2.1]).
+  if (domain.includes('%')) throw invalid(original, `the domain ${quoteValue(domain)} has a "%"`, field);
   const ascii = domainToASCII(domain);
   if (ascii === '' || /[^A-Za-z0-9.\-_]/.test(ascii) || ascii.startsWith('.') || ascii.includes('..')) {
     throw invalid(original, `the domain ${quoteValue(domain)} is not a valid (IDNA) domain name`, field);
+  }
+  if (/^[\d.]+$/.test(ascii)) {
+    throw invalid(original, `an IP address goes in brackets, as a domain literal: [${ascii}]`, field);
   }
   return `${local}@${ascii}`;
 }

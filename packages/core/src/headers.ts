@@ -9,6 +9,8 @@ import { randomHex } from './random.js';
 /** RFC 5322 §2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998. */
 export const MAX_LINE = 78;
 const HARD_MAX_LINE = 998;
+/** Longest header name accepted: with its colon and a space it leaves room on a 78-character line. */
+export const MAX_HEADER_NAME = 76;
 /** RFC 2047 §2: an encoded-word is at most 75 characters. */
 const MAX_ENCODED_WORD = 75;
 const WORD_PREFIX = '=?utf-8?';
@@ -43,7 +45,15 @@ export function validateHeaderName(name: string): void {
   if (typeof name !== 'string' || name === '' || !/^[\x21-\x39\x3b-\x7e]+$/.test(name)) {
     throw new BadHeaderError(
       `Invalid header name ${quoteValue(name)}: names must be printable ASCII without ':' or spaces`,
-      { field: `headers.${name}` },
+      { field: `headers.${quoteValue(name, 40).slice(1, -1)}` },
+    );
+  }
+  // The name and its colon start the first line, which folding cannot shorten: keep it well inside
+  // the 78 a line should have (RFC 5322 §2.1.1), let alone the 998 it must.
+  if (name.length > MAX_HEADER_NAME) {
+    throw new BadHeaderError(
+      `Invalid header name ${quoteValue(name, 40)}: ${name.length} characters, at most ${MAX_HEADER_NAME}`,
+      { field: `headers.${name.slice(0, 40)}` },
     );
   }
 }
@@ -149,8 +159,9 @@ export function foldTokens(name: string, tokens: string[], field = `headers.${na
     // RFC 5322 §3.2.2: the space after the colon is folding white space too, so a first token too
     // long to follow the name (e.g. a 75-character encoded-word) starts the next line instead.
     const foldable = index > 0 || separator.length + token.length <= MAX_LINE;
-    // Never fold before an empty token: the continuation line would be whitespace only.
-    if (!fitsHere && foldable && token !== '' && lineLength > 1) {
+    // Never fold before a token of white space only (or none): the continuation line would be
+    // white space only, which RFC 5322 §3.2.2 forbids and a line-trimming filter reads as the end.
+    if (!fitsHere && foldable && token.trim() !== '' && lineLength > 1) {
       out += `\r\n${separator}${token}`;
       lineLength = separator.length + token.length;
     } else {

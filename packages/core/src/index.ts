@@ -64,7 +64,23 @@ export {
 } from './message.js';
 export { DEFAULT_ATTACHMENT_MIME_TYPE, guessMimeType } from './mimetypes.js';
 export { QUEUE_NAME_RULE, validateQueueName } from './queue-name.js';
-export { configure, defaultSettings, resetSettings, type Settings, settings } from './settings.js';
+export {
+  invalidValue,
+  parseDuration,
+  parsePort,
+  parsePositiveInteger,
+  parseRateLimit,
+  type RateLimit,
+} from './setting-values.js';
+export {
+  configure,
+  defaultSettings,
+  readSettings,
+  resetSettings,
+  type SettingInput,
+  type Settings,
+  settings,
+} from './settings.js';
 export {
   checkWireVersion,
   decodeWire,

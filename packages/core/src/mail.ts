@@ -42,7 +42,7 @@ function connectionFor(options: SendMassMailOptions): BaseEmailBackend {
 
 function requireList(value: unknown, argument: string): void {
   if (typeof value === 'string')
-    throw new TypeError(`"${argument}" argument must be a list or tuple, not a string`);
+    throw new TypeError(`${argument} must be an array of addresses, not a string`);
 }
 
 /**

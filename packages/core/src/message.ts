@@ -79,6 +79,7 @@ export class MimePart {
     if (options?.content === undefined || options.content === null) {
       throw new ValidationError('MimePart: content is required', { field: 'content' });
     }
+    checkContent(options.content, 'MimePart.content', false);
     this.content = options.content;
     this.mimetype =
       options.mimetype ?? (typeof options.content === 'string' ? 'text/plain' : DEFAULT_ATTACHMENT_MIME_TYPE);
@@ -162,12 +163,28 @@ function checkNestedMessageBytes(bytes: Buffer, field: string): void {
   }
 }
 
+/** Content must be text or bytes (or, for an attachment, an EmailMessage to attach as message/rfc822). */
+function checkContent(content: unknown, field: string, messageAllowed: boolean): void {
+  const ok =
+    typeof content === 'string' ||
+    content instanceof Uint8Array ||
+    (messageAllowed && content instanceof EmailMessage);
+  if (!ok) {
+    throw new ValidationError(
+      `${field} must be text or bytes${messageAllowed ? ' (or an EmailMessage)' : ''}`,
+      {
+        field,
+      },
+    );
+  }
+}
+
 function addressListArgument(value: unknown, argument: string): string[] {
   if (value === undefined || value === null) return [];
   if (typeof value === 'string') {
-    throw new TypeError(`"${argument}" argument must be a list or tuple, not a string`);
+    throw new TypeError(`${argument} must be an array of addresses, not a string`);
   }
-  if (!Array.isArray(value)) throw new TypeError(`"${argument}" argument must be a list or tuple`);
+  if (!Array.isArray(value)) throw new TypeError(`${argument} must be an array of addresses`);
   return [...value] as string[];
 }
 
@@ -392,6 +409,21 @@ export class EmailMessage {
     check(typeof this.body === 'string', 'body', 'a string');
     check(typeof this.fromEmail === 'string', 'fromEmail', 'a string');
     check(Array.isArray(this.attachments), 'attachments', 'an array');
+    // Arrays assigned by plain JavaScript or decoded from JSON: a null or a hole would be dropped by
+    // recipients() here and still travel in the wire form, to fail at the worker instead.
+    for (const [name, list] of [
+      ['to', this.#to],
+      ['cc', this.#cc],
+      ['bcc', this.#bcc],
+      ['replyTo', this.#replyTo],
+      ['attachments', this.attachments],
+    ] as const) {
+      for (let index = 0; index < list.length; index++) {
+        const entry = list[index];
+        const ok = name === 'attachments' ? entry !== undefined && entry !== null : typeof entry === 'string';
+        check(ok, `${name}[${index}]`, name === 'attachments' ? 'an attachment' : 'a string address');
+      }
+    }
     // Rendered into Content-Type lines as they are: tokens, never free text.
     checkMimeToken(this.contentSubtype, 'contentSubtype');
     checkMimeToken(this.mixedSubtype, 'mixedSubtype');
@@ -511,6 +543,10 @@ export class EmailMessage {
     else throw new ValidationError(`${field} must be an EmailAttachment, a MimePart or a tuple`, { field });
     if (content === undefined || content === null) {
       throw new ValidationError(`${field}: content is required`, { field });
+    }
+    checkContent(content, `${field}.content`, true);
+    if (filename !== null && filename !== undefined && typeof filename !== 'string') {
+      throw new ValidationError(`${field}.filename must be a string or null`, { field: `${field}.filename` });
     }
     const type = mimetype || guessMimeType(filename) || DEFAULT_ATTACHMENT_MIME_TYPE;
     checkMimetype(type, `${field}.mimetype`);
@@ -712,6 +748,7 @@ export function normalizeAlternative(entry: AlternativeInput, index: number): Em
   if (alternative.content === undefined || alternative.content === null) {
     throw new ValidationError(`${field}: content is required`, { field });
   }
+  checkContent(alternative.content, `${field}.content`, false);
   checkMimetype(alternative.mimetype, `${field}.mimetype`);
   return alternative;
 }

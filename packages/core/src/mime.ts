@@ -6,7 +6,7 @@ import {
   type TransferEncoding,
   textPartBody,
 } from './encoding.js';
-import { BadHeaderError } from './errors.js';
+import { BadHeaderError, ValidationError } from './errors.js';
 import { checkHeaderLength, checkMimeToken, forbidControls } from './header-text.js';
 import { foldTokens, MAX_LINE, renderHeader, validateHeaderName } from './headers.js';
 import { randomHex } from './random.js';
@@ -39,6 +39,9 @@ function percentEncode(char: string): string {
  * continuations (`name*0`, `name*1`, ...), never inside an escape or a character's octets.
  */
 function renderParameter(name: string, value: string, field: string): string[] {
+  if (typeof value !== 'string') {
+    throw new ValidationError(`${field} must be a string (got ${typeof value})`, { field });
+  }
   checkHeaderLength(value, field);
   forbidControls(value, field);
   const ascii = /^[\x20-\x7e]*$/.test(value);
@@ -106,14 +109,37 @@ function renderExtras(extras: PartExtras): string {
     );
   }
   if (extras.contentId) {
+    if (typeof extras.contentId !== 'string') {
+      throw new ValidationError(`${field}.contentId must be a string`, { field: `${field}.contentId` });
+    }
     const id = extras.contentId.startsWith('<') ? extras.contentId : `<${extras.contentId}>`;
     out += renderHeader('Content-ID', id, `${field}.contentId`);
   }
   for (const [name, value] of Object.entries(extras.headers ?? {})) {
-    out += renderHeader(name, value, `${field}.headers.${name}`);
+    const where = `${field}.headers.${name}`;
+    // Generated from the part's own fields: a second Content-Type is read differently by different
+    // parsers and filters (one sees the attachment, the other does not).
+    if (GENERATED_PART_HEADERS.has(name.toLowerCase())) {
+      throw new BadHeaderError(`${where}: ${name} is generated from the part's fields and cannot be set`, {
+        field: where,
+      });
+    }
+    if (typeof value !== 'string') {
+      throw new ValidationError(`${where} must be a string (got ${typeof value})`, { field: where });
+    }
+    out += renderHeader(name, value, where);
   }
   return out;
 }
+
+/** Part headers rendered from a part's fields (mimetype, disposition, filename, contentId). */
+const GENERATED_PART_HEADERS = new Set([
+  'content-type',
+  'content-transfer-encoding',
+  'content-disposition',
+  'content-id',
+  'mime-version',
+]);
 
 /** A text/* leaf: text normalised to CRLF with a final newline, encoded in `charset`, CTE chosen per RFC 2045. */
 export function textNode(

@@ -1,10 +1,24 @@
-import { z } from 'zod';
-import { ConfigError } from './errors.js';
+/** The settings: Django's EMAIL_* and mailroom's MAILROOM_*, read from the environment or configure(), validated in the user's words. */
+import { ConfigError, quoteValue } from './errors.js';
+import { protocolDefaults } from './protocol/defaults.js';
+import { validateQueueName } from './queue-name.js';
+import {
+  invalidValue,
+  parseDuration,
+  parsePort,
+  parsePositiveInteger,
+  parseRateLimit,
+  type RateLimit,
+} from './setting-values.js';
 
 /**
- * Django's EMAIL_* settings (and the few others django.core.mail reads), resolved from the
- * environment and from {@link configure}. Values are validated with zod the first time any setting
- * is read; a bad value is a {@link ConfigError} that names the setting and the value.
+ * Django's EMAIL_* settings (and the few others django.core.mail reads) and mailroom's MAILROOM_*
+ * settings of the queue, resolved from the environment and from {@link configure}. Values are
+ * validated the first time any setting is read; a bad value is a {@link ConfigError} that names the
+ * setting and the value: `EMAIL_PORT="abc" is not a port number`.
+ *
+ * A worker-only MAILROOM_* setting that is null is unset: the worker then uses its own default
+ * (workerDefaults in @mailroom/worker); createWorker's options override both.
  */
 export interface Settings {
   /** Backend name (`smtp`, `console`, `file`, `memory`, `dummy`, `queue`, a registered name) or a module specifier `pkg/path#Export`. Default `smtp`. */
@@ -45,61 +59,37 @@ export interface Settings {
   MANAGERS: string[];
   /** Redis URL of the queue backend, producer and worker. Default `redis://127.0.0.1:6379`. */
   REDIS_URL: string;
+  /** Queue name of the producer and the worker (validateQueueName; trimmed). Default `mail`. */
+  MAILROOM_QUEUE: string;
+  /** Redis key prefix of the producer and the worker; keep the braces (a Cluster hash tag). Default `{mailroom}`. */
+  MAILROOM_PREFIX: string;
+  /** Worker: batches (= SMTP connections) in flight per process, a positive integer. Default null (2). */
+  MAILROOM_CONCURRENCY: number | null;
+  /** Worker: global rate limit across replicas: `200/s`, `10000/h`, `50/10s`. Default null: none. */
+  MAILROOM_RATE_LIMIT: RateLimit | null;
+  /** Worker: delivery attempts per batch, the first included. Default null (5). */
+  MAILROOM_ATTEMPTS: number | null;
+  /** Worker: first retry delay in ms (env: `1s`, `500ms`; a plain number is seconds); doubles per attempt. Default null (1 s). */
+  MAILROOM_BACKOFF: number | null;
+  /** Worker: graceful shutdown budget in ms (a duration, as MAILROOM_BACKOFF). Default null (10 s). */
+  MAILROOM_SHUTDOWN_TIMEOUT: number | null;
+  /** Worker: BullMQ lock duration in ms: a dead worker's batches are taken over after about this long. Default null (30 s). */
+  MAILROOM_LOCK_DURATION: number | null;
+  /** Worker: ms between looks for batches of dead workers. Default null (30 s). */
+  MAILROOM_STALLED_INTERVAL: number | null;
+  /** Worker: takeovers allowed per batch before it fails, 0 or more. Default null (5). */
+  MAILROOM_MAX_STALLED_COUNT: number | null;
+  /** Worker: ms an open SMTP connection waits for the next batch (0: close after every batch). Default null (5 s). */
+  MAILROOM_CONNECTION_IDLE: number | null;
+  /** Worker CLI: port of `/metrics`, `/healthz`, `/readyz` (0: any free port). Default null: off. */
+  MAILROOM_METRICS_PORT: number | null;
+  /** Worker: bytes a batch may inflate to before it is dead-lettered. Default 24 MiB + 2 bytes (protocolDefaults.maxUnpackedBytes). */
+  MAILROOM_MAX_UNPACKED_BYTES: number;
+  /** Worker: SMTP timeout in ms when EMAIL_TIMEOUT is not set, a duration above 0: a worker never waits forever. Default null (the worker's). */
+  MAILROOM_SMTP_TIMEOUT: number | null;
 }
 
-const bool = z.preprocess((value) => {
-  if (typeof value !== 'string') return value;
-  const v = value.trim().toLowerCase();
-  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
-  if (['0', 'false', 'no', 'off', ''].includes(v)) return false;
-  return value;
-}, z.boolean());
-
-const nullableString = z.preprocess((value) => (value === '' ? null : value), z.string().nullable());
-
-const addressList = z.preprocess((value) => {
-  if (typeof value !== 'string') return value;
-  const text = value.trim();
-  if (text === '') return [];
-  if (text.startsWith('[')) {
-    try {
-      return JSON.parse(text) as unknown;
-    } catch {
-      return value;
-    }
-  }
-  return text
-    .split(',')
-    .map((part) => part.trim())
-    .filter(Boolean);
-}, z.array(z.string()));
-
-const schema = z.object({
-  EMAIL_BACKEND: z.string().min(1),
-  EMAIL_HOST: z.string().min(1),
-  EMAIL_PORT: z.coerce.number().int().min(1).max(65535),
-  EMAIL_HOST_USER: z.string(),
-  EMAIL_HOST_PASSWORD: z.string(),
-  EMAIL_USE_TLS: bool,
-  EMAIL_USE_SSL: bool,
-  EMAIL_SSL_CERTFILE: nullableString,
-  EMAIL_SSL_KEYFILE: nullableString,
-  EMAIL_TIMEOUT: z.preprocess(
-    (value) => (value === '' || value === null ? null : typeof value === 'string' ? Number(value) : value),
-    z.number().positive().nullable(),
-  ),
-  EMAIL_USE_LOCALTIME: bool,
-  EMAIL_FILE_PATH: nullableString,
-  DEFAULT_FROM_EMAIL: z.string().min(1),
-  SERVER_EMAIL: z.string().min(1),
-  EMAIL_SUBJECT_PREFIX: z.string(),
-  DEFAULT_CHARSET: z.string().min(1),
-  ADMINS: addressList,
-  MANAGERS: addressList,
-  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must start with redis:// or rediss://'),
-}) satisfies z.ZodType<Settings, unknown>;
-
-/** Django's defaults, used when neither the environment nor {@link configure} sets a value. */
+/** Django's defaults, and mailroom's, used when neither the environment nor {@link configure} sets a value. */
 export const defaultSettings = {
   EMAIL_BACKEND: 'smtp',
   EMAIL_HOST: 'localhost',
@@ -120,30 +110,199 @@ export const defaultSettings = {
   ADMINS: [],
   MANAGERS: [],
   REDIS_URL: 'redis://127.0.0.1:6379',
+  MAILROOM_QUEUE: protocolDefaults.queue,
+  MAILROOM_PREFIX: protocolDefaults.prefix,
+  MAILROOM_CONCURRENCY: null,
+  MAILROOM_RATE_LIMIT: null,
+  MAILROOM_ATTEMPTS: null,
+  MAILROOM_BACKOFF: null,
+  MAILROOM_SHUTDOWN_TIMEOUT: null,
+  MAILROOM_LOCK_DURATION: null,
+  MAILROOM_STALLED_INTERVAL: null,
+  MAILROOM_MAX_STALLED_COUNT: null,
+  MAILROOM_CONNECTION_IDLE: null,
+  MAILROOM_METRICS_PORT: null,
+  MAILROOM_MAX_UNPACKED_BYTES: protocolDefaults.maxUnpackedBytes,
+  MAILROOM_SMTP_TIMEOUT: null,
 } as const satisfies Settings;
 
+/** What {@link configure} takes for a setting: a value of its type, or its text as the environment gives it. */
+export type SettingInput<Name extends keyof Settings> = Settings[Name] | string;
+
+type Parser<T> = (value: unknown, name: string) => T;
+
+const text: Parser<string> = (value, name) => {
+  if (typeof value !== 'string') throw invalidValue(name, value, 'must be a string');
+  return value;
+};
+
+const nonEmpty: Parser<string> = (value, name) => {
+  if (text(value, name).trim() === '') throw invalidValue(name, value, 'must not be empty');
+  return value as string;
+};
+
+const nullableText: Parser<string | null> = (value, name) =>
+  value === '' || value === null ? null : text(value, name);
+
+const TRUE = ['1', 'true', 'yes', 'on'];
+const FALSE = ['0', 'false', 'no', 'off', ''];
+
+const bool: Parser<boolean> = (value, name) => {
+  if (typeof value === 'boolean') return value;
+  const word = typeof value === 'string' ? value.trim().toLowerCase() : undefined;
+  if (word !== undefined && TRUE.includes(word)) return true;
+  if (word !== undefined && FALSE.includes(word)) return false;
+  throw invalidValue(name, value, 'is not a boolean: write true or false (or 1/0, yes/no, on/off)');
+};
+
+const seconds: Parser<number | null> = (value, name) => {
+  if (value === null || (typeof value === 'string' && value.trim() === '')) return null;
+  const number = typeof value === 'string' ? Number(value) : value;
+  if (typeof number !== 'number' || !Number.isFinite(number) || number <= 0) {
+    throw invalidValue(name, value, 'is not a number of seconds above 0');
+  }
+  return number;
+};
+
+const addressList: Parser<string[]> = (value, name) => {
+  let list: unknown = value;
+  if (typeof value === 'string') {
+    const trimmed = value.trim();
+    if (trimmed.startsWith('[')) {
+      try {
+        list = JSON.parse(trimmed) as unknown;
+      } catch {
+        list = undefined;
+      }
+    } else {
+      list = trimmed
+        .split(',')
+        .map((part) => part.trim())
+        .filter(Boolean);
+    }
+  }
+  if (!Array.isArray(list) || !list.every((item) => typeof item === 'string')) {
+    throw invalidValue(
+      name,
+      value,
+      'is not a list of addresses: write a JSON array of strings or a comma-separated list',
+    );
+  }
+  return [...list];
+};
+
+const redisUrl: Parser<string> = (value, name) => {
+  if (typeof value === 'string' && /^rediss?:\/\//.test(value)) return value;
+  // A URL with credentials must not put its password in an error message.
+  const shown = typeof value === 'string' ? value.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@') : value;
+  throw invalidValue(name, shown, 'must start with redis:// or rediss://');
+};
+
+const password: Parser<string> = (value, name) => {
+  if (typeof value !== 'string') throw new ConfigError(`${name}=(hidden) must be a string`);
+  return value;
+};
+
+/** A MAILROOM_* string: trimmed; blank means the default. */
+function mailroomText(fallback: string, check: (value: string, name: string) => string): Parser<string> {
+  return (value, name) => {
+    if (value === null || (typeof value === 'string' && value.trim() === '')) return fallback;
+    return check(text(value, name).trim(), name);
+  };
+}
+
+/** A MAILROOM_* value that may be unset (null): blank or null is unset, anything else is parsed. */
+function unsetOr<T>(parse: Parser<T>): Parser<T | null> {
+  return (value, name) =>
+    value === null || (typeof value === 'string' && value.trim() === '') ? null : parse(value, name);
+}
+
+function numberOrText(value: unknown, name: string): string | number {
+  if (typeof value === 'string' || typeof value === 'number') return value;
+  throw invalidValue(name, value, 'must be a number or its text');
+}
+
+const positiveInteger: Parser<number> = (value, name) =>
+  parsePositiveInteger(numberOrText(value, name), name);
+const duration: Parser<number> = (value, name) => parseDuration(numberOrText(value, name), name);
+const positiveDuration: Parser<number> = (value, name) => {
+  const ms = duration(value, name);
+  if (ms <= 0) throw invalidValue(name, value, 'must be more than 0: a worker never waits forever');
+  return ms;
+};
+
+const parsers: { [Name in keyof Settings]: Parser<Settings[Name]> } = {
+  EMAIL_BACKEND: nonEmpty,
+  EMAIL_HOST: nonEmpty,
+  EMAIL_PORT: (value, name) => parsePort(numberOrText(value, name), name),
+  EMAIL_HOST_USER: text,
+  EMAIL_HOST_PASSWORD: password,
+  EMAIL_USE_TLS: bool,
+  EMAIL_USE_SSL: bool,
+  EMAIL_SSL_CERTFILE: nullableText,
+  EMAIL_SSL_KEYFILE: nullableText,
+  EMAIL_TIMEOUT: seconds,
+  EMAIL_USE_LOCALTIME: bool,
+  EMAIL_FILE_PATH: nullableText,
+  DEFAULT_FROM_EMAIL: nonEmpty,
+  SERVER_EMAIL: nonEmpty,
+  EMAIL_SUBJECT_PREFIX: text,
+  DEFAULT_CHARSET: nonEmpty,
+  ADMINS: addressList,
+  MANAGERS: addressList,
+  REDIS_URL: redisUrl,
+  // The one queue name rule of the producer and the worker.
+  MAILROOM_QUEUE: mailroomText(defaultSettings.MAILROOM_QUEUE, validateQueueName),
+  MAILROOM_PREFIX: mailroomText(defaultSettings.MAILROOM_PREFIX, (value) => value),
+  MAILROOM_CONCURRENCY: unsetOr(positiveInteger),
+  MAILROOM_RATE_LIMIT: unsetOr((value, name) => parseRateLimit(value as string | RateLimit, name)),
+  MAILROOM_ATTEMPTS: unsetOr(positiveInteger),
+  MAILROOM_BACKOFF: unsetOr(duration),
+  MAILROOM_SHUTDOWN_TIMEOUT: unsetOr(duration),
+  MAILROOM_LOCK_DURATION: unsetOr(duration),
+  MAILROOM_STALLED_INTERVAL: unsetOr(duration),
+  MAILROOM_MAX_STALLED_COUNT: unsetOr((value, name) =>
+    parsePositiveInteger(numberOrText(value, name), name, { allowZero: true }),
+  ),
+  MAILROOM_CONNECTION_IDLE: unsetOr(duration),
+  MAILROOM_METRICS_PORT: unsetOr((value, name) =>
+    parsePort(numberOrText(value, name), name, { allowZero: true }),
+  ),
+  MAILROOM_MAX_UNPACKED_BYTES: (value, name) =>
+    value === null || (typeof value === 'string' && value.trim() === '')
+      ? defaultSettings.MAILROOM_MAX_UNPACKED_BYTES
+      : positiveInteger(value, name),
+  MAILROOM_SMTP_TIMEOUT: unsetOr(positiveDuration),
+};
+
 const settingNames = Object.keys(defaultSettings) as (keyof Settings)[];
-const secretSettings = new Set<keyof Settings>(['EMAIL_HOST_PASSWORD']);
 
 let overrides: Partial<Record<keyof Settings, unknown>> = {};
 let resolved: Settings | undefined;
 
-function resolve(): Settings {
-  if (resolved) return resolved;
-  const raw: Record<string, unknown> = {};
+/**
+ * Every setting from `overrides`, else `env`, else its default, each parsed by its parser: the first
+ * bad value throws its ConfigError. Never shows EMAIL_HOST_PASSWORD.
+ */
+function resolveFrom(env: Record<string, string | undefined>): Settings {
+  const values: Record<string, unknown> = {};
   for (const name of settingNames) {
-    if (name in overrides) raw[name] = overrides[name];
-    else if (process.env[name] !== undefined) raw[name] = process.env[name];
-    else raw[name] = defaultSettings[name];
+    const raw =
+      name in overrides ? overrides[name] : env[name] !== undefined ? env[name] : defaultSettings[name];
+    try {
+      values[name] = parsers[name](raw, name);
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      // A parser bug must still name the setting, and never echo a secret.
+      const shown = name === 'EMAIL_HOST_PASSWORD' ? '(hidden)' : quoteValue(raw);
+      throw new ConfigError(`${name}=${shown} could not be read`, { cause: error });
+    }
   }
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const name = String(issue?.path[0] ?? 'settings') as keyof Settings;
-    const shown = secretSettings.has(name) ? '(hidden)' : JSON.stringify(raw[name]);
-    throw new ConfigError(`Invalid setting ${name}=${shown}: ${issue?.message ?? 'invalid value'}`);
-  }
-  resolved = parsed.data;
+  return values as unknown as Settings;
+}
+
+function resolve(): Settings {
+  resolved ??= resolveFrom(process.env);
   return resolved;
 }
 
@@ -172,11 +331,22 @@ export const settings: Readonly<Settings> = new Proxy({} as Settings, {
 });
 
 /**
- * Overrides settings for this process (Django's settings.configure()). Values take precedence over
- * the environment; `undefined` removes an override. Throws {@link ConfigError} for an unknown
- * setting name or an invalid value, naming it.
+ * The settings as they would be with `env` as the environment (the {@link configure} overrides still
+ * win), validated the same way; not cached. For a command given its own environment (the CLI's).
+ * Throws ConfigError for a bad value, naming it.
  */
-export function configure(values: { [Name in keyof Settings]?: Settings[Name] | undefined }): void {
+export function readSettings(env: Record<string, string | undefined>): Settings {
+  return env === process.env ? { ...resolve() } : resolveFrom(env);
+}
+
+/**
+ * Overrides settings for this process (Django's settings.configure()). Values take precedence over
+ * the environment; `undefined` removes an override. A value may be given as its text, as in the
+ * environment (`MAILROOM_BACKOFF: '2s'`); a duration given as a number is milliseconds. Throws
+ * {@link ConfigError} for an unknown setting name or an invalid value, naming it, and then changes
+ * nothing.
+ */
+export function configure(values: { [Name in keyof Settings]?: SettingInput<Name> | undefined }): void {
   const previous = overrides;
   const next = { ...overrides };
   for (const [name, value] of Object.entries(values)) {

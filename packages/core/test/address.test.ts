@@ -254,13 +254,15 @@ describe('address list arguments', () => {
     (field) => {
       const options = { [field]: 'someone@example.com' } as unknown as EmailMessageOptions;
       expect(() => new EmailMessage(options)).toThrow(TypeError);
-      expect(() => new EmailMessage(options)).toThrow(`"${field}"`);
+      expect(() => new EmailMessage(options)).toThrow(`${field} must be an array of addresses, not a string`);
     },
   );
 
   it('rejects a string to in the positional constructor with a TypeError naming it', () => {
     const to = 'someone@example.com' as unknown as string[];
-    expect(() => new EmailMessage('s', 'b', 'f@example.com', to)).toThrow(/"to" argument must be a list/);
+    expect(() => new EmailMessage('s', 'b', 'f@example.com', to)).toThrow(
+      /^to must be an array of addresses/,
+    );
     expect(() => new EmailMultiAlternatives('s', 'b', 'f@example.com', to)).toThrow(TypeError);
   });
 
@@ -268,7 +270,9 @@ describe('address list arguments', () => {
     'rejects a string %s in positional options with a TypeError naming it',
     (field) => {
       const options = { [field]: 'someone@example.com' } as unknown as EmailMessageOptions;
-      expect(() => new EmailMessage('s', 'b', 'f@example.com', [], options)).toThrow(`"${field}" argument`);
+      expect(() => new EmailMessage('s', 'b', 'f@example.com', [], options)).toThrow(
+        `${field} must be an array of addresses, not a string`,
+      );
     },
   );
 
@@ -278,7 +282,7 @@ describe('address list arguments', () => {
       const message = make();
       expect(() => {
         (message as unknown as Record<string, unknown>)[field] = 'someone@example.com';
-      }).toThrow(new TypeError(`"${field}" argument must be a list or tuple, not a string`));
+      }).toThrow(new TypeError(`${field} must be an array of addresses, not a string`));
       expect(message.recipients()).toEqual(['to@example.com']);
     },
   );

@@ -97,7 +97,7 @@ describe('sendMail', () => {
       'a@example.com' as unknown as string[],
     ).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(TypeError);
-    expect((error as TypeError).message).toMatch(/"recipientList"/);
+    expect((error as TypeError).message).toBe('recipientList must be an array of addresses, not a string');
     expect(outbox).toEqual([]);
     expect(CountingBackend.built).toBe(0);
   });
@@ -165,7 +165,9 @@ describe('sendMassMail', () => {
       ['Second', 'Body', 'from@example.com', 'b@example.com' as unknown as string[]],
     ]).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(TypeError);
-    expect((error as TypeError).message).toMatch(/"datatuple\[1\]\.recipientList"/);
+    expect((error as TypeError).message).toMatch(
+      /^datatuple\[1\]\.recipientList must be an array of addresses/,
+    );
     expect(outbox).toEqual([]);
     expect(CountingBackend.opens).toBe(0);
   });

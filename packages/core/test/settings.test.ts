@@ -1,7 +1,10 @@
+/** The settings (settings.ts): defaults, the environment, configure(), readSettings(), errors in the user's words. */
 import {
   ConfigError,
   configure,
   defaultSettings,
+  QUEUE_NAME_RULE,
+  readSettings,
   resetSettings,
   type Settings,
   settings,
@@ -82,9 +85,11 @@ describe('environment', () => {
     expect(fromEnv('EMAIL_PORT', '2525').EMAIL_PORT).toBe(2525);
   });
 
-  it.each(['abc', '0', '70000', '25.5'])('rejects EMAIL_PORT=%j naming EMAIL_PORT', (value) => {
+  it.each(['abc', '0', '70000', '25.5'])('rejects EMAIL_PORT=%j as not a port number', (value) => {
     process.env.EMAIL_PORT = value;
-    expect(configError(() => settings.EMAIL_PORT).message).toMatch(/^Invalid setting EMAIL_PORT=/);
+    expect(configError(() => settings.EMAIL_PORT).message).toBe(
+      `EMAIL_PORT=${JSON.stringify(value)} is not a port number`,
+    );
   });
 
   it('reads EMAIL_TIMEOUT as seconds, fractions allowed', () => {
@@ -210,5 +215,158 @@ describe('configure()', () => {
     resetSettings();
     expect(settings.EMAIL_HOST).toBe('localhost');
     expect(settings.ADMINS).toEqual([]);
+  });
+});
+
+describe('MAILROOM_* settings', () => {
+  it('default to the protocol for the queue, and to unset (the worker decides) for the worker', () => {
+    expect(settings.MAILROOM_QUEUE).toBe('mail');
+    expect(settings.MAILROOM_PREFIX).toBe('{mailroom}');
+    expect(settings.MAILROOM_MAX_UNPACKED_BYTES).toBe(24 * 1024 * 1024 + 2);
+    expect(settings.MAILROOM_CONCURRENCY).toBeNull();
+    expect(settings.MAILROOM_RATE_LIMIT).toBeNull();
+    expect(settings.MAILROOM_METRICS_PORT).toBeNull();
+  });
+
+  it('reads each worker setting from the environment in its own unit', () => {
+    const values = readSettings({
+      MAILROOM_CONCURRENCY: '4',
+      MAILROOM_RATE_LIMIT: '200/s',
+      MAILROOM_ATTEMPTS: '3',
+      MAILROOM_BACKOFF: '500ms',
+      MAILROOM_SHUTDOWN_TIMEOUT: '5',
+      MAILROOM_LOCK_DURATION: '2s',
+      MAILROOM_STALLED_INTERVAL: '1m',
+      MAILROOM_MAX_STALLED_COUNT: '0',
+      MAILROOM_CONNECTION_IDLE: '0',
+      MAILROOM_METRICS_PORT: '0',
+      MAILROOM_MAX_UNPACKED_BYTES: '50000000',
+      MAILROOM_SMTP_TIMEOUT: '30s',
+    });
+    expect(values).toMatchObject({
+      MAILROOM_CONCURRENCY: 4,
+      MAILROOM_RATE_LIMIT: { max: 200, duration: 1000 },
+      MAILROOM_ATTEMPTS: 3,
+      MAILROOM_BACKOFF: 500,
+      MAILROOM_SHUTDOWN_TIMEOUT: 5000,
+      MAILROOM_LOCK_DURATION: 2000,
+      MAILROOM_STALLED_INTERVAL: 60_000,
+      MAILROOM_MAX_STALLED_COUNT: 0,
+      MAILROOM_CONNECTION_IDLE: 0,
+      MAILROOM_METRICS_PORT: 0,
+      MAILROOM_MAX_UNPACKED_BYTES: 50_000_000,
+      MAILROOM_SMTP_TIMEOUT: 30_000,
+    });
+  });
+
+  it('takes a blank worker setting as unset', () => {
+    expect(fromEnv('MAILROOM_CONCURRENCY', ' ').MAILROOM_CONCURRENCY).toBeNull();
+  });
+
+  it('trims MAILROOM_QUEUE and takes a blank one as the default', () => {
+    expect(fromEnv('MAILROOM_QUEUE', ' news-2026 ').MAILROOM_QUEUE).toBe('news-2026');
+    expect(fromEnv('MAILROOM_QUEUE', ' ').MAILROOM_QUEUE).toBe('mail');
+  });
+
+  it('refuses a MAILROOM_QUEUE the producer and the worker would refuse, with the rule', () => {
+    process.env.MAILROOM_QUEUE = 'x:y';
+    expect(configError(() => settings.MAILROOM_QUEUE).message).toBe(
+      `Invalid MAILROOM_QUEUE="x:y": ${QUEUE_NAME_RULE}`,
+    );
+  });
+
+  it.each([
+    ['MAILROOM_CONCURRENCY', '0', 'MAILROOM_CONCURRENCY="0" must be a positive integer'],
+    ['MAILROOM_ATTEMPTS', 'many', 'MAILROOM_ATTEMPTS="many" must be a positive integer'],
+    ['MAILROOM_MAX_STALLED_COUNT', '-1', 'MAILROOM_MAX_STALLED_COUNT="-1" must be 0 or a positive integer'],
+    ['MAILROOM_METRICS_PORT', '-3', 'MAILROOM_METRICS_PORT="-3" is not a port number'],
+    [
+      'MAILROOM_SMTP_TIMEOUT',
+      '0',
+      'MAILROOM_SMTP_TIMEOUT="0" must be more than 0: a worker never waits forever',
+    ],
+    [
+      'MAILROOM_BACKOFF',
+      'soon',
+      'MAILROOM_BACKOFF="soon" is not a duration: write one like 10s, 500ms or 2m (a plain number is seconds)',
+    ],
+    [
+      'MAILROOM_RATE_LIMIT',
+      'lots',
+      'MAILROOM_RATE_LIMIT="lots" is not a rate limit: write messages/interval, e.g. 200/s, 10000/h, 50/10s',
+    ],
+  ] as const)('refuses %s=%j in the user words', (name, value, message) => {
+    process.env[name] = value;
+    expect(configError(() => settings.MAILROOM_QUEUE).message).toBe(message);
+  });
+});
+
+describe('error wording', () => {
+  it("never speaks the validation library's words", () => {
+    process.env.EMAIL_PORT = 'abc';
+    const message = configError(() => settings.EMAIL_PORT).message;
+    expect(message).toBe('EMAIL_PORT="abc" is not a port number');
+    expect(message).not.toMatch(/expected|received|NaN/);
+  });
+
+  it('hides a REDIS_URL password in its error', () => {
+    process.env.REDIS_URL = 'http://user:s3cret-pw@127.0.0.1:6379';
+    const message = configError(() => settings.REDIS_URL).message;
+    expect(message).toBe('REDIS_URL="http://user:***@127.0.0.1:6379" must start with redis:// or rediss://');
+  });
+
+  it('says which values a boolean takes', () => {
+    process.env.EMAIL_USE_TLS = 'maybe';
+    expect(configError(() => settings.EMAIL_USE_TLS).message).toBe(
+      'EMAIL_USE_TLS="maybe" is not a boolean: write true or false (or 1/0, yes/no, on/off)',
+    );
+  });
+});
+
+describe('configure() of MAILROOM_* settings', () => {
+  it('overrides MAILROOM_QUEUE from the environment', () => {
+    process.env.MAILROOM_QUEUE = 'from-env';
+    configure({ MAILROOM_QUEUE: 'configured' });
+    expect(settings.MAILROOM_QUEUE).toBe('configured');
+  });
+
+  it('takes a duration as milliseconds or as its text', () => {
+    configure({ MAILROOM_BACKOFF: 2000, MAILROOM_SHUTDOWN_TIMEOUT: '3s' });
+    expect(settings.MAILROOM_BACKOFF).toBe(2000);
+    expect(settings.MAILROOM_SHUTDOWN_TIMEOUT).toBe(3000);
+  });
+
+  it('takes a rate limit as an object or as its text', () => {
+    configure({ MAILROOM_RATE_LIMIT: '10/s' });
+    expect(settings.MAILROOM_RATE_LIMIT).toEqual({ max: 10, duration: 1000 });
+    configure({ MAILROOM_RATE_LIMIT: { max: 5, duration: 60_000 } });
+    expect(settings.MAILROOM_RATE_LIMIT).toEqual({ max: 5, duration: 60_000 });
+  });
+
+  it('refuses a bad value in the same words as the environment, and keeps the previous one', () => {
+    configure({ MAILROOM_CONCURRENCY: 3 });
+    const error = configError(() => configure({ MAILROOM_CONCURRENCY: 0 }));
+    expect(error.message).toBe('MAILROOM_CONCURRENCY="0" must be a positive integer');
+    expect(settings.MAILROOM_CONCURRENCY).toBe(3);
+  });
+});
+
+describe('readSettings()', () => {
+  it('reads the given environment instead of the process one', () => {
+    process.env.MAILROOM_QUEUE = 'process-queue';
+    expect(readSettings({ MAILROOM_QUEUE: 'own-queue' }).MAILROOM_QUEUE).toBe('own-queue');
+    expect(readSettings({}).MAILROOM_QUEUE).toBe('mail');
+    expect(settings.MAILROOM_QUEUE).toBe('process-queue');
+  });
+
+  it('lets configure() win over the given environment, as over the process one', () => {
+    configure({ MAILROOM_PREFIX: '{configured}' });
+    expect(readSettings({ MAILROOM_PREFIX: '{env}' }).MAILROOM_PREFIX).toBe('{configured}');
+  });
+
+  it('validates the given environment the same way', () => {
+    expect(() => readSettings({ MAILROOM_CONCURRENCY: '0' })).toThrow(
+      'MAILROOM_CONCURRENCY="0" must be a positive integer',
+    );
   });
 });

@@ -1,12 +1,14 @@
 /** What campaigns do when Redis lost their records: refuse to resend, and say "lost" rather than "no such campaign". */
 import { MailError, ValidationError } from '@mailroom/core';
 import {
+  CAMPAIGN_FIELDS,
   DataLossError,
   describeProgress,
   type LostCampaign,
   lostCampaign,
+  lostCampaignField,
   readEpochMarker,
-} from './epoch.js';
+} from '@mailroom/core/protocol';
 import type { Producer } from './producer.js';
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -65,7 +67,7 @@ export async function guardCampaignStart(
 ): Promise<void> {
   const { keys, redis } = producer;
   await producer.epoch.check(true);
-  const state = await redis.hget(keys.campaign(id), 'state');
+  const state = await redis.hget(keys.campaign(id), CAMPAIGN_FIELDS.state);
   if (state !== null) {
     if (options.startOver) {
       throw new ValidationError(
@@ -78,8 +80,8 @@ export async function guardCampaignStart(
     // Batches in flight at the loss go on counting into the (recreated) hash: not the new run's.
     await redis
       .multi()
-      .del(keys.campaign(id), keys.campaignFailures(id), keys.campaignRate(id), `${keys.campaign(id)}:chunks`)
-      .hdel(keys.epoch, `lost:${id}`)
+      .del(keys.campaign(id), keys.campaignFailures(id), keys.campaignRate(id), keys.campaignChunks(id))
+      .hdel(keys.epoch, lostCampaignField(id))
       .exec();
   } else {
     const lost = lostCampaign(producer.epoch.marker, id);

@@ -1,4 +1,6 @@
+/** Campaigns: a template sent to a stream of recipients, enqueued with backpressure, paused, resumed, cancelled, watched. */
 import { createHash, randomUUID } from 'node:crypto';
+import { setTimeout } from 'node:timers/promises';
 import {
   coerceError,
   EmailMessage,
@@ -6,11 +8,18 @@ import {
   MailError,
   ValidationError,
 } from '@mailroom/core';
-import type { Redis } from 'ioredis';
+import {
+  CAMPAIGN_STATES,
+  type CampaignField,
+  CAMPAIGN_FIELDS as FIELD,
+  INVALID_ROWS_KEPT,
+  protocolDefaults,
+  registerScripts,
+  type StoredCampaignState,
+} from '@mailroom/core/protocol';
 import { z } from 'zod';
 import { failIfCampaignLost, guardCampaignStart, missingCampaignError } from './campaign-loss.js';
-import { DAY } from './defaults.js';
-import { checkMessage, type Producer } from './producer.js';
+import { type CheckedMessage, checkMessage, type Producer } from './producer.js';
 import { type CompiledTemplate, compileTemplate, type TemplateVariables } from './template.js';
 
 /** The message every recipient gets, with `{{ placeholders }}` filled from the recipient's fields. */
@@ -112,13 +121,12 @@ export interface CampaignHandle {
   readonly enqueued: Promise<CampaignEnqueueProgress & { stopped: 'done' | 'cancelled' | 'aborted' }>;
 }
 
-/** A campaign's state: stored `running`/`paused`/`cancelled`, derived `completed`. */
 /**
  * A campaign's state: stored `running`/`paused`/`cancelled`; derived `completed` (every recipient
  * read and settled) and `interrupted` (reading the recipients failed, see `enqueueError`, and what was
  * enqueued is settled; start it again with the same id to resume).
  */
-export type CampaignState = 'running' | 'paused' | 'cancelled' | 'completed' | 'interrupted';
+export type CampaignState = StoredCampaignState | 'completed' | 'interrupted';
 
 /** Progress of a campaign, readable from any process. */
 export interface CampaignStatus {
@@ -151,81 +159,9 @@ export interface CampaignStatus {
 
 const ID = /^[A-Za-z0-9_.-]{1,128}$/;
 const SEEN_BUCKETS = 16_384;
-/** Campaign data outlives the campaign this long (status stays readable, a restart stays a resume). */
-const CAMPAIGN_TTL = 30 * DAY;
-/** Invalid recipients kept with their reasons per campaign; beyond, they are only counted. */
-const INVALID_ROWS_KEPT = 100;
 /** RFC 5321 §4.5.3.1.3: a path is at most 256 octets, 254 without its angle brackets. */
 const ADDRESS_LENGTH = 254;
 const REASON_LENGTH = 300;
-
-// Marks a chunk's recipients as seen and counts it, once per chunk key: after a crash, the same
-// chunk enqueued again (deduplicated by BullMQ) is not counted twice, and a restart that reads the
-// same list again counts nothing again (its chunks are all known).
-// The invalid rows' records go in the same step as their count, so the list and the count agree
-// after a crash or restart too.
-// KEYS: chunks set, campaign hash, failures hash, invalid rows list; ARGV: chunk key, total, queued,
-// invalid, duplicates, ttl ms, n, then n invalid row records (JSON), then pairs of (bucket key, field)
-// for every recipient.
-const COMMIT_CHUNK = `
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('HINCRBY', KEYS[2], 'total', ARGV[2])
-redis.call('HINCRBY', KEYS[2], 'queued', ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'duplicates', ARGV[5])
-if tonumber(ARGV[4]) > 0 then
-  redis.call('HINCRBY', KEYS[2], 'failed', ARGV[4])
-  redis.call('HINCRBY', KEYS[3], 'invalid', ARGV[4])
-end
-local records = tonumber(ARGV[7])
-if records > 0 then
-  redis.call('RPUSH', KEYS[4], unpack(ARGV, 8, 7 + records))
-  redis.call('LTRIM', KEYS[4], 0, ${INVALID_ROWS_KEPT - 1})
-  redis.call('PEXPIRE', KEYS[4], ARGV[6])
-end
-for i = 8 + records, #ARGV, 2 do
-  redis.call('HSET', ARGV[i], ARGV[i + 1], '1')
-  redis.call('PEXPIRE', ARGV[i], ARGV[6])
-end
-return 1
-`;
-
-// Which of the given (bucket, field) pairs were seen before: 1 or 0 per pair.
-const SEEN = `
-local out = {}
-for i = 1, #ARGV, 2 do out[#out + 1] = redis.call('HEXISTS', ARGV[i], ARGV[i + 1]) end
-return out
-`;
-
-// Moves the stored state from one of ARGV[2..] to ARGV[1]; returns the state found.
-const TRANSITION = `
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return '' end
-for i = 2, #ARGV do
-  if state == ARGV[i] then
-    redis.call('HSET', KEYS[1], 'state', ARGV[1])
-    if ARGV[1] == 'cancelled' then redis.call('HSET', KEYS[1], 'cancelledAt', ARGV[#ARGV]) end
-    return state
-  end
-end
-return state
-`;
-
-type CampaignRedis = Redis & {
-  mailroomCommitChunk(...args: (string | Buffer | number)[]): Promise<number>;
-  mailroomSeen(...args: (string | Buffer | number)[]): Promise<number[]>;
-  mailroomTransition(...args: string[]): Promise<string>;
-};
-
-function campaignRedis(producer: Producer): CampaignRedis {
-  const redis = producer.redis as CampaignRedis;
-  if (typeof (redis as Partial<CampaignRedis>).mailroomCommitChunk !== 'function') {
-    redis.defineCommand('mailroomCommitChunk', { numberOfKeys: 4, lua: COMMIT_CHUNK });
-    redis.defineCommand('mailroomSeen', { numberOfKeys: 0, lua: SEEN });
-    redis.defineCommand('mailroomTransition', { numberOfKeys: 1, lua: TRANSITION });
-  }
-  return redis;
-}
 
 function checkId(id: string): string {
   if (!ID.test(id)) {
@@ -435,8 +371,6 @@ async function* chunks<T>(source: AsyncIterable<T> | Iterable<T>, size: number):
   if (chunk.length > 0) yield chunk;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /**
  * Starts (or resumes, with the same id) a campaign: reads the recipients as a stream, skips
  * addresses already seen (case-insensitive, across the whole campaign and across restarts), renders
@@ -461,24 +395,24 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   const maxPending = Math.max(chunkSize, Math.floor(options.maxPending ?? batchSize * 20));
   const failSilently = options.failSilently ?? true;
   const keys = producer.keys;
-  const redis = campaignRedis(producer);
+  const redis = registerScripts(producer.redis);
   await producer.ready();
   // A "resume" of a record Redis lost would resend to everyone already delivered (campaign-loss.ts).
   await guardCampaignStart(producer, id, { startOver: options.startOver === true, name: options.name ?? id });
   const now = Date.now();
   await redis
     .multi()
-    .hsetnx(keys.campaign(id), 'state', 'running')
-    .hsetnx(keys.campaign(id), 'startedAt', String(now))
-    .hsetnx(keys.campaign(id), 'name', options.name ?? id)
+    .hsetnx(keys.campaign(id), FIELD.state, CAMPAIGN_STATES.running)
+    .hsetnx(keys.campaign(id), FIELD.startedAt, String(now))
+    .hsetnx(keys.campaign(id), FIELD.name, options.name ?? id)
     .hset(
       keys.campaign(id),
-      ...(options.expectedTotal ? ['expectedTotal', String(options.expectedTotal)] : []),
-      'enqueueFinished',
+      ...(options.expectedTotal ? [FIELD.expectedTotal, String(options.expectedTotal)] : []),
+      FIELD.enqueueFinished,
       '0',
     )
-    .hdel(keys.campaign(id), 'enqueueError')
-    .pexpire(keys.campaign(id), CAMPAIGN_TTL)
+    .hdel(keys.campaign(id), FIELD.enqueueError)
+    .pexpire(keys.campaign(id), protocolDefaults.campaignTtl)
     .sadd(keys.campaigns, id)
     .exec();
 
@@ -486,7 +420,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   const seenPrefix = keys.campaignSeen(id);
 
   async function stateNow(): Promise<string> {
-    return (await redis.hget(keys.campaign(id), 'state')) ?? 'cancelled';
+    return (await redis.hget(keys.campaign(id), FIELD.state)) ?? CAMPAIGN_STATES.cancelled;
   }
 
   async function waitForRoom(): Promise<'ok' | 'cancelled' | 'aborted'> {
@@ -494,15 +428,15 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
       if (options.signal?.aborted) return 'aborted';
       const [state, total, sent, failed, cancelled] = await redis.hmget(
         keys.campaign(id),
-        'state',
-        'total',
-        'sent',
-        'failed',
-        'cancelled',
+        FIELD.state,
+        FIELD.total,
+        FIELD.sent,
+        FIELD.failed,
+        FIELD.cancelled,
       );
       // A record gone with Redis's data is a loss to report, not a cancel.
       if (state === null) await failIfCampaignLost(producer, id, now);
-      if (state === 'cancelled' || state === null) return 'cancelled';
+      if (state === CAMPAIGN_STATES.cancelled || state === null) return 'cancelled';
       // What this process would report of the campaign if Redis lost it now.
       producer.epoch.noteCampaign(id, {
         state,
@@ -513,8 +447,8 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
         seenAt: Date.now(),
       });
       const pending = Number(total ?? 0) - Number(sent ?? 0) - Number(failed ?? 0) - Number(cancelled ?? 0);
-      if (state !== 'paused' && pending + chunkSize <= maxPending) return 'ok';
-      await sleep(100);
+      if (state !== CAMPAIGN_STATES.paused && pending + chunkSize <= maxPending) return 'ok';
+      await setTimeout(100);
     }
   }
 
@@ -547,7 +481,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
         freshSlots.push(slots[index] as [string, Buffer]);
       }
     });
-    const messages: EmailMessage[] = [];
+    const messages: CheckedMessage[] = [];
     const invalidRows: { row: InvalidRow; item: CampaignRecipient }[] = [];
     const maxMessageBytes = producer.options.maxMessageBytes;
     for (const { recipient, item, row } of fresh) {
@@ -561,9 +495,9 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
         if (!(message instanceof EmailMessage))
           throw new ValidationError('render() must return an EmailMessage', { field: 'render' });
         // Every check enqueue makes (envelope, size cap), here: enqueue rejects a whole call for one
-        // bad message, and one oversized personalisation must not stop the campaign.
-        checkMessage(message, { maxMessageBytes });
-        messages.push(message);
+        // bad message, and one oversized personalisation must not stop the campaign. The checked
+        // wire form is what gets enqueued: validated and serialized once.
+        messages.push(checkMessage(message, { maxMessageBytes }));
       } catch (error) {
         if (!isRecipientFault(error, options.render !== undefined)) throw error;
         invalidRows.push({ row: invalidRow(row, recipient.email, error), item });
@@ -585,7 +519,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
         throw new MailError(`Could not enqueue a chunk of campaign ${id}`, { code: 'EREDIS' });
     }
     const committed = await redis.mailroomCommitChunk(
-      `${keys.campaign(id)}:chunks`,
+      keys.campaignChunks(id),
       keys.campaign(id),
       keys.campaignFailures(id),
       keys.campaignInvalid(id),
@@ -594,7 +528,6 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
       queued,
       invalid,
       duplicates,
-      CAMPAIGN_TTL,
       records.length,
       ...records,
       ...freshSlots.flat(),
@@ -629,12 +562,20 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
         .replace(/\s+/g, ' ')
         .slice(0, 300);
       await redis
-        .hset(keys.campaign(id), 'enqueueFinished', '1', 'enqueueStoppedBy', 'error', 'enqueueError', reason)
+        .hset(
+          keys.campaign(id),
+          FIELD.enqueueFinished,
+          '1',
+          FIELD.enqueueStoppedBy,
+          'error',
+          FIELD.enqueueError,
+          reason,
+        )
         .catch(() => {});
       throw error;
     }
-    if (stopped === 'done' && (await stateNow()) === 'cancelled') stopped = 'cancelled';
-    await redis.hset(keys.campaign(id), 'enqueueFinished', '1', 'enqueueStoppedBy', stopped);
+    if (stopped === 'done' && (await stateNow()) === CAMPAIGN_STATES.cancelled) stopped = 'cancelled';
+    await redis.hset(keys.campaign(id), FIELD.enqueueFinished, '1', FIELD.enqueueStoppedBy, stopped);
     return { ...progress, stopped };
   })();
   // The caller may never await `enqueued`; its failure must not become an unhandled rejection.
@@ -645,10 +586,10 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
 async function transition(
   producer: Producer,
   id: string,
-  to: string,
-  from: string[],
+  to: StoredCampaignState,
+  from: StoredCampaignState[],
 ): Promise<CampaignState> {
-  const redis = campaignRedis(producer);
+  const redis = registerScripts(producer.redis);
   await producer.ready();
   const found = await redis.mailroomTransition(
     producer.keys.campaign(checkId(id)),
@@ -658,22 +599,25 @@ async function transition(
   );
   // "No campaign", or "lost with Redis's data at T" when the epoch marker says so.
   if (found === '') throw await missingCampaignError(producer, id);
-  return (from.includes(found) ? to : found) as CampaignState;
+  return (from.includes(found as StoredCampaignState) ? to : found) as CampaignState;
 }
 
 /** Pauses a running campaign: workers stop sending its messages within one message. Returns the state now. */
 export function pauseCampaign(producer: Producer, id: string): Promise<CampaignState> {
-  return transition(producer, id, 'paused', ['running']);
+  return transition(producer, id, CAMPAIGN_STATES.paused, [CAMPAIGN_STATES.running]);
 }
 
 /** Resumes a paused campaign. Returns the state now. */
 export function resumeCampaign(producer: Producer, id: string): Promise<CampaignState> {
-  return transition(producer, id, 'running', ['paused']);
+  return transition(producer, id, CAMPAIGN_STATES.running, [CAMPAIGN_STATES.paused]);
 }
 
 /** Cancels a campaign: nothing more is enqueued or sent; unsent messages are counted as cancelled. */
 export function cancelCampaign(producer: Producer, id: string): Promise<CampaignState> {
-  return transition(producer, id, 'cancelled', ['running', 'paused']);
+  return transition(producer, id, CAMPAIGN_STATES.cancelled, [
+    CAMPAIGN_STATES.running,
+    CAMPAIGN_STATES.paused,
+  ]);
 }
 
 const RATE_WINDOW_SECONDS = 10;
@@ -701,45 +645,50 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
   ];
   const data = hash[1];
   // "No campaign", or "lost with Redis's data at T" when the epoch marker says so.
-  if (!data.state) throw await missingCampaignError(producer, id);
-  const number = (name: string) => Number(data[name] ?? 0);
-  const total = number('total');
-  const sent = number('sent');
-  const failed = number('failed');
-  const cancelled = number('cancelled');
-  const enqueueFinished = data.enqueueFinished === '1';
-  const expectedTotal = data.expectedTotal ? Number(data.expectedTotal) : undefined;
+  const field = (name: CampaignField): string | undefined => data[name];
+  const stored = field(FIELD.state);
+  if (!stored) throw await missingCampaignError(producer, id);
+  const number = (name: CampaignField) => Number(field(name) ?? 0);
+  const total = number(FIELD.total);
+  const sent = number(FIELD.sent);
+  const failed = number(FIELD.failed);
+  const cancelled = number(FIELD.cancelled);
+  const enqueueFinished = field(FIELD.enqueueFinished) === '1';
+  const expectedTotalText = field(FIELD.expectedTotal);
+  const expectedTotal = expectedTotalText ? Number(expectedTotalText) : undefined;
+  const enqueueError = field(FIELD.enqueueError);
+  const cancelledAt = field(FIELD.cancelledAt);
   const unread = !enqueueFinished && expectedTotal !== undefined ? Math.max(0, expectedTotal - total) : 0;
   const remaining =
-    data.state === 'cancelled'
+    stored === CAMPAIGN_STATES.cancelled
       ? Math.max(0, total - sent - failed - cancelled)
       : total - sent - failed - cancelled + unread;
-  const startedAt = number('startedAt');
+  const startedAt = number(FIELD.startedAt);
   const window = Math.min(RATE_WINDOW_SECONDS, Math.max(1, nowSecond - Math.floor(startedAt / 1000)));
   const recent = rates[1].slice(0, window).reduce((sum, value) => sum + Number(value ?? 0), 0);
   const rate = recent / window;
-  let state = data.state as CampaignState;
-  if (state !== 'cancelled' && enqueueFinished && remaining === 0)
-    state = data.enqueueError ? 'interrupted' : 'completed';
+  let state = stored as CampaignState;
+  if (state !== CAMPAIGN_STATES.cancelled && enqueueFinished && remaining === 0)
+    state = enqueueError ? 'interrupted' : 'completed';
   return {
     id,
-    name: data.name ?? id,
+    name: field(FIELD.name) ?? id,
     state,
     total,
     expectedTotal,
-    queued: number('queued'),
+    queued: number(FIELD.queued),
     sent,
     failed,
     failedByReason: Object.fromEntries(
       Object.entries(failures[1]).map(([reason, count]) => [reason, Number(count)]),
     ),
     cancelled,
-    duplicates: number('duplicates'),
+    duplicates: number(FIELD.duplicates),
     remaining,
     rate,
     etaSeconds: remaining === 0 ? 0 : rate > 0 ? Math.ceil(remaining / rate) : null,
     enqueueFinished,
-    enqueueError: data.enqueueError,
+    enqueueError,
     invalidRows: invalidRecords[1].flatMap((record) => {
       // Read back with the schema that wrote it; a record that does not parse is left out.
       try {
@@ -750,7 +699,7 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
       }
     }),
     startedAt,
-    finishedAt: data.cancelledAt ? Number(data.cancelledAt) : undefined,
+    finishedAt: cancelledAt ? Number(cancelledAt) : undefined,
   };
 }
 

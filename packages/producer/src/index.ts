@@ -1,3 +1,40 @@
+/** @mailroom/producer: enqueueing (createProducer, the queue backend) and campaigns. */
+
+/**
+ * Re-exports of the queue protocol, which lives in @mailroom/core/protocol (import it from there):
+ * kept so that code importing these names from @mailroom/producer keeps working.
+ */
+export {
+  BATCH_JOB_NAME,
+  type BatchJobData,
+  batchJobSchema,
+  type CampaignProgress,
+  createRedis,
+  DAY,
+  type DataLoss,
+  DataLossError,
+  describeRedis,
+  type EpochMarker,
+  EpochWatch,
+  type EpochWatchOptions,
+  HOUR,
+  type KnownJobCounts,
+  LOST_CAMPAIGN_RETENTION,
+  type LostCampaign,
+  lostCampaign,
+  MINUTE,
+  type ParsedBatchJob,
+  parseBatchJob,
+  parseEpochMarker,
+  type QueueKeys,
+  queueKeys,
+  type RecordedLoss,
+  type RedisInput,
+  readEpochMarker,
+  redactRedisUrl,
+  SECOND,
+  waitForRedis,
+} from '@mailroom/core/protocol';
 export {
   type CampaignEnqueueProgress,
   type CampaignHandle,
@@ -14,40 +51,18 @@ export {
   resumeCampaign,
   startCampaign,
 } from './campaign.js';
-export { DAY, HOUR, MINUTE, producerDefaults, SECOND } from './defaults.js';
+export { producerDefaults } from './defaults.js';
 export {
-  type CampaignProgress,
-  type DataLoss,
-  DataLossError,
-  type EpochMarker,
-  EpochWatch,
-  type EpochWatchOptions,
-  type KnownJobCounts,
-  LOST_CAMPAIGN_RETENTION,
-  type LostCampaign,
-  lostCampaign,
-  parseEpochMarker,
-  type RecordedLoss,
-  readEpochMarker,
-} from './epoch.js';
-export {
-  BATCH_JOB_NAME,
-  type BatchJobData,
-  batchJobSchema,
-  type ParsedBatchJob,
-  parseBatchJob,
-} from './job.js';
-export { type QueueKeys, queueKeys } from './keys.js';
-export {
+  type CheckedMessage,
   checkMessage,
   createProducer,
   type EnqueueOptions,
   type EnqueueResult,
+  isCheckedMessage,
   type Producer,
   type ProducerOptions,
 } from './producer.js';
 export { closeQueueBackends, QueueBackend, type QueueBackendOptions } from './queue-backend.js';
-export { createRedis, describeRedis, type RedisInput, redactRedisUrl, waitForRedis } from './redis.js';
 export {
   type CompiledTemplate,
   compileTemplate,

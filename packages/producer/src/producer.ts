@@ -1,3 +1,4 @@
+/** createProducer: validate messages, chunk them into batch jobs and enqueue them atomically on BullMQ. */
 import { randomUUID } from 'node:crypto';
 import {
   coerceError,
@@ -10,14 +11,23 @@ import {
   validateQueueName,
   type WireMessage,
 } from '@mailroom/core';
+import {
+  BATCH_JOB_NAME,
+  type BatchJobData,
+  createRedis,
+  describeRedis,
+  EpochWatch,
+  MAX_BATCH_MESSAGES,
+  packMessages,
+  type QueueKeys,
+  queueKeys,
+  type RedisInput,
+  waitForRedis,
+} from '@mailroom/core/protocol';
 import { type FlowJob, FlowProducer, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { producerDefaults } from './defaults.js';
-import { EpochWatch } from './epoch.js';
-import { BATCH_JOB_NAME, type BatchJobData, packMessages } from './job.js';
-import { type QueueKeys, queueKeys } from './keys.js';
-import { createRedis, describeRedis, type RedisInput, waitForRedis } from './redis.js';
 
 /** Options of {@link createProducer}; see producerDefaults for every default. */
 export interface ProducerOptions {
@@ -88,12 +98,15 @@ export interface Producer {
    */
   readonly epoch: EpochWatch;
   /**
-   * Validates every message (headers, addresses, envelope, size), then writes all batch jobs in one
-   * atomic Redis transaction. A bad message throws ValidationError naming `messages[i]` and nothing
+   * Validates every message (headers, addresses, envelope, size; a {@link CheckedMessage} from
+   * checkMessage is taken as checked), then writes all batch jobs in one atomic Redis transaction. A bad message throws ValidationError naming `messages[i]` and nothing
    * is enqueued. Redis unreachable: throws MailError EREDIS within connectTimeout, or with
    * failSilently logs and returns 0 messages.
    */
-  enqueue(messages: EmailMessage | readonly EmailMessage[], options?: EnqueueOptions): Promise<EnqueueResult>;
+  enqueue(
+    messages: EmailMessage | CheckedMessage | readonly (EmailMessage | CheckedMessage)[],
+    options?: EnqueueOptions,
+  ): Promise<EnqueueResult>;
   /** A BullMQ Queue on the same connection, for counts and inspection. */
   getQueue(): Queue;
   /** Waits until Redis answers (or throws EREDIS), e.g. at start-up. */
@@ -103,6 +116,12 @@ export interface Producer {
 }
 
 const MAX_PRIORITY = 2_097_152;
+
+function atMost(value: number, limit: number, name: string): number {
+  if (value > limit)
+    throw new ValidationError(`${name} must be at most ${limit} (got ${value})`, { field: name });
+  return value;
+}
 
 function positiveInteger(value: number, name: string): number {
   if (!Number.isInteger(value) || value < 1) {
@@ -153,6 +172,28 @@ function checkEnqueueOptions(options: EnqueueOptions): { delay: number | undefin
 }
 
 /**
+ * A message checked by {@link checkMessage}: its wire form, ready to be enqueued as it is. Passing it
+ * to {@link Producer.enqueue} instead of the EmailMessage skips a second validation and
+ * serialization (campaigns and the CLI check each message before they enqueue a chunk). Only what
+ * checkMessage returned counts as checked; anything else passed to enqueue is checked again.
+ */
+export interface CheckedMessage {
+  readonly wire: WireMessage;
+  /** Its size as the batch byte budget counts it. */
+  readonly size: number;
+  /** The size cap it was checked against. */
+  readonly maxMessageBytes: number;
+}
+
+/** What checkMessage returned (so a hand-made `{ wire }` is never taken as checked). */
+const checkedMessages = new WeakSet<CheckedMessage>();
+
+/** Whether `value` is a {@link CheckedMessage} that checkMessage returned. */
+export function isCheckedMessage(value: unknown): value is CheckedMessage {
+  return typeof value === 'object' && value !== null && checkedMessages.has(value as CheckedMessage);
+}
+
+/**
  * Checks one message the way a worker will need it, as {@link Producer.enqueue} does for every
  * message before it enqueues any: renders its headers (injection, names, addresses), checks its
  * envelope (a sender and at least one recipient, all usable in SMTP), converts it to the wire form and
@@ -167,9 +208,14 @@ function checkEnqueueOptions(options: EnqueueOptions): { delay: number | undefin
 export function checkMessage(
   message: unknown,
   options: { failSilently?: boolean; maxMessageBytes?: number } = {},
-): { wire: WireMessage; size: number } {
+): CheckedMessage {
   try {
-    return checkMessageFields(message, options);
+    const checked: CheckedMessage = Object.freeze({
+      ...checkMessageFields(message, options),
+      maxMessageBytes: options.maxMessageBytes ?? producerDefaults.maxMessageBytes,
+    });
+    checkedMessages.add(checked);
+    return checked;
   } catch (error) {
     if (error instanceof TypeError || error instanceof MailError) throw error;
     // Whatever a check trips over in this message is still this message's fault, and the caller
@@ -248,6 +294,22 @@ function prepareMessage(
   maxBytes: number,
 ): { wire: WireMessage; size: number } {
   const where = `messages[${index}]`;
+  if (isCheckedMessage(message)) {
+    // Checked already (a campaign chunk, the CLI): only the size cap (when this producer's is
+    // smaller than the one it was checked against) and the enqueue's failSilently may differ.
+    if (message.maxMessageBytes > maxBytes) {
+      const size = Buffer.byteLength(JSON.stringify(message.wire));
+      if (size > maxBytes) {
+        throw new ValidationError(
+          `${where} rejected: it is ${size} bytes in wire form, over the maxMessageBytes limit of ${maxBytes}`,
+          { field: `${where}.size` },
+        );
+      }
+    }
+    const silent = options.failSilently;
+    if (silent === undefined || message.wire.failSilently === silent) return message;
+    return { wire: { ...message.wire, failSilently: silent }, size: message.size };
+  }
   try {
     return checkMessage(message, {
       maxMessageBytes: maxBytes,
@@ -268,11 +330,15 @@ function prepareMessage(
  */
 export function createProducer(options: ProducerOptions = {}): Producer {
   const resolved = {
-    // MAILROOM_QUEUE / MAILROOM_PREFIX are the worker's settings too: one env configures both sides.
-    // Trimmed as the worker reads it (readWorkerEnvironment), then the one rule both sides share.
-    queue: validateQueueName(options.queue ?? (process.env.MAILROOM_QUEUE?.trim() || producerDefaults.queue)),
-    prefix: options.prefix ?? (process.env.MAILROOM_PREFIX || producerDefaults.prefix),
-    batchSize: positiveInteger(options.batchSize ?? producerDefaults.batchSize, 'batchSize'),
+    // MAILROOM_QUEUE / MAILROOM_PREFIX are the worker's settings too (core settings, env or
+    // configure()): one setting configures both sides, and one rule checks the name on both.
+    queue: validateQueueName(options.queue ?? settings.MAILROOM_QUEUE),
+    prefix: options.prefix ?? settings.MAILROOM_PREFIX,
+    batchSize: atMost(
+      positiveInteger(options.batchSize ?? producerDefaults.batchSize, 'batchSize'),
+      MAX_BATCH_MESSAGES,
+      'batchSize',
+    ),
     maxBatchBytes: positiveInteger(options.maxBatchBytes ?? producerDefaults.maxBatchBytes, 'maxBatchBytes'),
     maxMessageBytes: positiveInteger(
       options.maxMessageBytes ?? producerDefaults.maxMessageBytes,
@@ -324,7 +390,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
   const ready = () => waitForRedis(redis, where, resolved.connectTimeout, () => lastError);
 
   async function enqueue(
-    input: EmailMessage | readonly EmailMessage[],
+    input: EmailMessage | CheckedMessage | readonly (EmailMessage | CheckedMessage)[],
     enqueueOptions: EnqueueOptions = {},
   ): Promise<EnqueueResult> {
     if (closed) throw new MailError('enqueue() after close()', { code: 'ECLOSED' });
@@ -401,7 +467,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
         // A repeat of a key is recognised by its first batch, whatever the repeat holds: a retried
         // request with more (or differently chunked) messages enqueues nothing either. The per-batch
         // deduplication below still settles two calls racing with the same key.
-        const dedupKey = (index: number) => `${keys.base}:de:${enqueueOptions.idempotencyKey}#${index}`;
+        const dedupKey = (index: number) => keys.deduplication(`${enqueueOptions.idempotencyKey}#${index}`);
         if ((await redis.exists(dedupKey(0))) === 1) {
           const jobIds: string[] = [];
           for (let start = 0; ; start += 100) {

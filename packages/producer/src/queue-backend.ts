@@ -30,11 +30,17 @@ interface SharedProducer {
 const shared = new Map<string, SharedProducer>();
 
 function sharedKey(options: ProducerOptions): string {
-  const { redis, logger: _logger, ...rest } = options;
-  // createProducer falls back to REDIS_URL: key on the URL in effect now, or a producer made for
-  // another Redis would be reused after configure() changed it. The key never leaves this process,
-  // so the whole URL (password included) may tell servers apart.
-  return JSON.stringify([redis ?? settings.REDIS_URL, rest]);
+  const { redis, queue, prefix, logger: _logger, ...rest } = options;
+  // createProducer falls back to REDIS_URL, MAILROOM_QUEUE and MAILROOM_PREFIX: key on the values in
+  // effect now, or a producer made for another Redis or queue would be reused after configure()
+  // changed them. The key never leaves this process, so the whole URL (password included) may tell
+  // servers apart.
+  return JSON.stringify([
+    redis ?? settings.REDIS_URL,
+    queue ?? settings.MAILROOM_QUEUE,
+    prefix ?? settings.MAILROOM_PREFIX,
+    rest,
+  ]);
 }
 
 /**

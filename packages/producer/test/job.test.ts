@@ -1,14 +1,15 @@
 /**
- * The batch job envelope (job.ts): packing, and an unpacking that inflates no more than a producer
- * could have written, so that a deflate bomb costs a worker nothing (issue 9).
+ * The batch job envelope (@mailroom/core/protocol, batch-job.ts): packing, and an unpacking that
+ * inflates no more than a producer could have written, so that a deflate bomb costs a worker nothing
+ * (issue 9).
  */
 import { once } from 'node:events';
 import { createDeflateRaw, deflateRawSync } from 'node:zlib';
 import { EmailMessage, toWire, ValidationError } from '@mailroom/core';
-import { checkMessage, parseBatchJob, producerDefaults } from '@mailroom/producer';
+import { packMessages, parseBatchJob, unpackedBatchLimit } from '@mailroom/core/protocol';
+import { checkMessage, producerDefaults } from '@mailroom/producer';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { packMessages, unpackedBatchLimit } from '../src/job.js';
 
 const MiB = 1024 * 1024;
 

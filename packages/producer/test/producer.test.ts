@@ -5,14 +5,17 @@
 import {
   BadHeaderError,
   ConfigError,
+  configure,
   decodeWire,
   EmailMessage,
   MailError,
+  resetSettings,
   toWire,
   ValidationError,
 } from '@mailroom/core';
 import {
   BATCH_JOB_NAME,
+  checkMessage,
   createProducer,
   type EnqueueResult,
   type Producer,
@@ -22,7 +25,7 @@ import {
 } from '@mailroom/producer';
 import { type Job, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { useHarness } from '../../../test/support/harness.js';
 import { queueKeyNames, REDIS_URL, uniqueQueue } from '../../../test/support/redis.js';
 import { captureLogger } from '../../../test/support/wait.js';
@@ -570,5 +573,72 @@ describe('close()', () => {
     await producer.close();
     expect(await client.ping()).toBe('PONG');
     await client.quit();
+  });
+});
+
+describe('settings', () => {
+  const environmentQueue = process.env.MAILROOM_QUEUE;
+  afterEach(() => {
+    if (environmentQueue === undefined) delete process.env.MAILROOM_QUEUE;
+    else process.env.MAILROOM_QUEUE = environmentQueue;
+    resetSettings();
+  });
+
+  it("takes its queue and prefix from MAILROOM_QUEUE and MAILROOM_PREFIX, the worker's settings", async () => {
+    const queue = uniqueQueue();
+    configure({ MAILROOM_QUEUE: queue, MAILROOM_PREFIX: '{mailroom-settings}' });
+    const producer = createProducer({ redis: DEAD_REDIS_URL, logger: silentLogger });
+    harness.onCleanup(() => producer.close());
+    expect(producer.queue).toBe(queue);
+    expect(producer.prefix).toBe('{mailroom-settings}');
+    expect(producer.keys.base).toBe(`{mailroom-settings}:${queue}`);
+  });
+
+  it('lets its options win over the settings', async () => {
+    configure({ MAILROOM_QUEUE: 'from-settings' });
+    const producer = createProducer({ redis: DEAD_REDIS_URL, queue: 'from-options', logger: silentLogger });
+    harness.onCleanup(() => producer.close());
+    expect(producer.queue).toBe('from-options');
+  });
+
+  it('refuses a bad MAILROOM_QUEUE naming it, before connecting', () => {
+    process.env.MAILROOM_QUEUE = 'a:b';
+    resetSettings();
+    expect(() => createProducer({ redis: DEAD_REDIS_URL, logger: silentLogger })).toThrow(
+      'Invalid MAILROOM_QUEUE="a:b"',
+    );
+  });
+});
+
+describe('validate once (checkMessage then enqueue)', () => {
+  it('enqueues the checked wire form as it is, without validating or serializing again', async () => {
+    const { producer } = setup();
+    const checked = messages(3).map((message) => checkMessage(message));
+    const validate = vi.spyOn(EmailMessage.prototype, 'validate');
+    try {
+      const result = await producer.enqueue(checked, { failSilently: true });
+      expect(validate).not.toHaveBeenCalled();
+      const [job] = await jobsOf(producer, result);
+      const wires = parseBatchJob((job as Job).data).messages;
+      expect(wires).toEqual(checked.map(({ wire }) => ({ ...wire, failSilently: true })));
+    } finally {
+      validate.mockRestore();
+    }
+  });
+
+  it('checks again anything checkMessage did not return, or checked against a larger cap', async () => {
+    const { producer } = setup({ maxMessageBytes: 1000 });
+    const forged = {
+      ...checkMessage(messages(1)[0]),
+      wire: { ...toWire(messages(1)[0] as EmailMessage), to: ['x\r\nBcc: y'] },
+    };
+    // A hand-made { wire } is not taken as checked: it is not an EmailMessage either, so it is refused.
+    await expect(producer.enqueue(forged as never)).rejects.toThrow(
+      /messages\[0\] rejected: not an EmailMessage/,
+    );
+    const big = new EmailMessage('Big', 'x'.repeat(5000), 'news@example.com', ['a@example.com']);
+    await expect(producer.enqueue(checkMessage(big))).rejects.toThrow(
+      /over the maxMessageBytes limit of 1000/,
+    );
   });
 });

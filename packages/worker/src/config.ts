@@ -1,8 +1,8 @@
-import { ConfigError, settings, validateQueueName } from '@mailroom/core';
+/** The worker's settings: MAILROOM_* from the core settings over workerDefaults, and createWorker's options over both. */
+import { ConfigError, parseRateLimit, type RateLimit, readSettings, validateQueueName } from '@mailroom/core';
 import { workerDefaults } from './defaults.js';
-import { parseRateLimit, type RateLimit } from './rate-limit.js';
 
-/** Worker settings read from the environment (MAILROOM_*), before flags override them. */
+/** Worker settings read from the environment (MAILROOM_*, REDIS_URL), defaults applied, before flags or options override them. */
 export interface WorkerEnvironment {
   redisUrl: string;
   queue: string;
@@ -18,99 +18,132 @@ export interface WorkerEnvironment {
   metricsPort: number | undefined;
   connectionIdleTimeout: number;
   maxUnpackedBytes: number;
+  /** MAILROOM_SMTP_TIMEOUT, ms: the SMTP timeout when EMAIL_TIMEOUT is not set. */
+  smtpTimeout: number;
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** `500ms`, `10s`, `2m`, `1h`, or a plain number of SECONDS (as Docker's stop timeout). Returns ms. */
-export function parseDuration(value: string, name: string): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
-  if (!match)
-    throw new ConfigError(`Invalid ${name}=${JSON.stringify(value)}: write a duration like 10s, 500ms or 2m`);
-  return Math.round(Number(match[1]) * (DURATION_UNITS[match[2] ?? 's'] as number));
+/** MAILROOM_SMTP_TIMEOUT in ms (a duration above 0; env or configure()), default workerDefaults.smtpTimeout. */
+export function readSmtpTimeout(env: NodeJS.ProcessEnv = process.env): number {
+  return readSettings(env).MAILROOM_SMTP_TIMEOUT ?? workerDefaults.smtpTimeout;
 }
 
-function integer(value: string, name: string, min: number): number {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < min) {
-    throw new ConfigError(`Invalid ${name}=${JSON.stringify(value)}: must be an integer >= ${min}`);
-  }
-  return number;
-}
-
-/** Reads MAILROOM_* (and REDIS_URL through the core settings) from `env`; errors name the variable. */
+/**
+ * The worker's settings: each MAILROOM_* setting that is set, else its workerDefaults value, and
+ * REDIS_URL. Read through the core settings, so the environment and configure() count the same way
+ * and a bad value is a ConfigError in the user's words (`MAILROOM_CONCURRENCY="0" must be a positive
+ * integer`). `env` defaults to the process environment; a command given its own passes that.
+ */
 export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): WorkerEnvironment {
-  const get = (name: string) => {
-    const value = env[name];
-    return value === undefined || value.trim() === '' ? undefined : value.trim();
-  };
-  const withName = <T>(name: string, parse: (value: string) => T, fallback: T): T => {
-    const value = get(name);
-    if (value === undefined) return fallback;
-    try {
-      return parse(value);
-    } catch (error) {
-      if (error instanceof ConfigError && !error.message.includes(name)) {
-        throw new ConfigError(`Invalid ${name}=${JSON.stringify(value)}: ${error.message}`);
-      }
-      throw error;
-    }
-  };
+  const settings = readSettings(env);
   return {
     redisUrl: settings.REDIS_URL,
-    // The producer's rule, so that a queue one side accepts is never refused by the other.
-    queue: withName('MAILROOM_QUEUE', (v) => validateQueueName(v, 'MAILROOM_QUEUE'), workerDefaults.queue),
-    prefix: get('MAILROOM_PREFIX') ?? workerDefaults.prefix,
-    concurrency: withName(
-      'MAILROOM_CONCURRENCY',
-      (v) => integer(v, 'MAILROOM_CONCURRENCY', 1),
-      workerDefaults.concurrency,
+    queue: settings.MAILROOM_QUEUE,
+    prefix: settings.MAILROOM_PREFIX,
+    concurrency: settings.MAILROOM_CONCURRENCY ?? workerDefaults.concurrency,
+    rateLimit: settings.MAILROOM_RATE_LIMIT ?? undefined,
+    attempts: settings.MAILROOM_ATTEMPTS ?? workerDefaults.attempts,
+    backoffDelay: settings.MAILROOM_BACKOFF ?? workerDefaults.backoffDelay,
+    shutdownTimeout: settings.MAILROOM_SHUTDOWN_TIMEOUT ?? workerDefaults.shutdownTimeout,
+    lockDuration: settings.MAILROOM_LOCK_DURATION ?? workerDefaults.lockDuration,
+    stalledInterval: settings.MAILROOM_STALLED_INTERVAL ?? workerDefaults.stalledInterval,
+    maxStalledCount: settings.MAILROOM_MAX_STALLED_COUNT ?? workerDefaults.maxStalledCount,
+    metricsPort: settings.MAILROOM_METRICS_PORT ?? undefined,
+    connectionIdleTimeout: settings.MAILROOM_CONNECTION_IDLE ?? workerDefaults.connectionIdleTimeout,
+    maxUnpackedBytes: settings.MAILROOM_MAX_UNPACKED_BYTES,
+    smtpTimeout: readSmtpTimeout(env),
+  };
+}
+
+/** The createWorker options whose defaults come from the settings (WorkerOptions documents each). */
+export interface SettingsBackedOptions {
+  queue?: string;
+  prefix?: string;
+  concurrency?: number;
+  /** `null`: no limit, whatever MAILROOM_RATE_LIMIT says. */
+  rateLimit?: string | RateLimit | null;
+  attempts?: number;
+  backoff?: { delay?: number; maxDelay?: number };
+  shutdownTimeout?: number;
+  lockDuration?: number;
+  stalledInterval?: number;
+  maxStalledCount?: number;
+  maxReconnects?: number;
+  connectionIdleTimeout?: number;
+  maxMessagesPerConnection?: number;
+  maxUnpackedBytes?: number;
+  /** `null`: no SMTP timeout, whatever MAILROOM_SMTP_TIMEOUT says (EMAIL_TIMEOUT still applies). */
+  smtpTimeout?: number | null;
+}
+
+/** What {@link resolveWorkerOptions} returns: every option with its value in effect. */
+export interface ResolvedWorkerOptions {
+  queue: string;
+  prefix: string;
+  concurrency: number;
+  rateLimit: RateLimit | undefined;
+  attempts: number;
+  backoffDelay: number;
+  backoffMaxDelay: number;
+  shutdownTimeout: number;
+  lockDuration: number;
+  stalledInterval: number;
+  maxStalledCount: number;
+  maxReconnects: number;
+  connectionIdleTimeout: number;
+  maxMessagesPerConnection: number;
+  maxUnpackedBytes: number;
+  smtpTimeout: number | null;
+}
+
+function positive(value: number, name: string): number {
+  if (!Number.isFinite(value) || value <= 0)
+    throw new ConfigError(`${name} must be a positive number (got ${value})`);
+  return value;
+}
+
+/**
+ * createWorker's options in effect: each option given, else its MAILROOM_* setting
+ * ({@link readWorkerEnvironment}: environment or configure()), else its workerDefaults value; the
+ * same settings, read the same way, as createProducer's queue and prefix. Throws ConfigError for a
+ * bad setting (naming it) or option (`concurrency must be a positive number (got 0)`), before
+ * anything connects.
+ */
+export function resolveWorkerOptions(
+  options: SettingsBackedOptions,
+  environment: WorkerEnvironment = readWorkerEnvironment(),
+): ResolvedWorkerOptions {
+  return {
+    queue: validateQueueName(options.queue ?? environment.queue),
+    prefix: options.prefix ?? environment.prefix,
+    concurrency: Math.floor(positive(options.concurrency ?? environment.concurrency, 'concurrency')),
+    rateLimit:
+      options.rateLimit === undefined
+        ? environment.rateLimit
+        : options.rateLimit === null
+          ? undefined
+          : parseRateLimit(options.rateLimit),
+    attempts: Math.floor(positive(options.attempts ?? environment.attempts, 'attempts')),
+    backoffDelay: positive(options.backoff?.delay ?? environment.backoffDelay, 'backoff.delay'),
+    backoffMaxDelay: positive(
+      options.backoff?.maxDelay ?? workerDefaults.backoffMaxDelay,
+      'backoff.maxDelay',
     ),
-    rateLimit: withName('MAILROOM_RATE_LIMIT', (v) => parseRateLimit(v), undefined as RateLimit | undefined),
-    attempts: withName(
-      'MAILROOM_ATTEMPTS',
-      (v) => integer(v, 'MAILROOM_ATTEMPTS', 1),
-      workerDefaults.attempts,
+    shutdownTimeout: positive(options.shutdownTimeout ?? environment.shutdownTimeout, 'shutdownTimeout'),
+    lockDuration: options.lockDuration ?? environment.lockDuration,
+    stalledInterval: options.stalledInterval ?? environment.stalledInterval,
+    maxStalledCount: options.maxStalledCount ?? environment.maxStalledCount,
+    maxReconnects: Math.max(0, Math.floor(options.maxReconnects ?? workerDefaults.maxReconnects)),
+    connectionIdleTimeout: Math.max(0, options.connectionIdleTimeout ?? environment.connectionIdleTimeout),
+    maxMessagesPerConnection: Math.max(
+      1,
+      options.maxMessagesPerConnection ?? workerDefaults.maxMessagesPerConnection,
     ),
-    backoffDelay: withName(
-      'MAILROOM_BACKOFF',
-      (v) => parseDuration(v, 'MAILROOM_BACKOFF'),
-      workerDefaults.backoffDelay,
+    maxUnpackedBytes: Math.floor(
+      positive(options.maxUnpackedBytes ?? environment.maxUnpackedBytes, 'maxUnpackedBytes'),
     ),
-    shutdownTimeout: withName(
-      'MAILROOM_SHUTDOWN_TIMEOUT',
-      (v) => parseDuration(v, 'MAILROOM_SHUTDOWN_TIMEOUT'),
-      workerDefaults.shutdownTimeout,
-    ),
-    lockDuration: withName(
-      'MAILROOM_LOCK_DURATION',
-      (v) => parseDuration(v, 'MAILROOM_LOCK_DURATION'),
-      workerDefaults.lockDuration,
-    ),
-    stalledInterval: withName(
-      'MAILROOM_STALLED_INTERVAL',
-      (v) => parseDuration(v, 'MAILROOM_STALLED_INTERVAL'),
-      workerDefaults.stalledInterval,
-    ),
-    maxStalledCount: withName(
-      'MAILROOM_MAX_STALLED_COUNT',
-      (v) => integer(v, 'MAILROOM_MAX_STALLED_COUNT', 0),
-      workerDefaults.maxStalledCount,
-    ),
-    connectionIdleTimeout: withName(
-      'MAILROOM_CONNECTION_IDLE',
-      (v) => parseDuration(v, 'MAILROOM_CONNECTION_IDLE'),
-      workerDefaults.connectionIdleTimeout,
-    ),
-    maxUnpackedBytes: withName(
-      'MAILROOM_MAX_UNPACKED_BYTES',
-      (v) => integer(v, 'MAILROOM_MAX_UNPACKED_BYTES', 1),
-      workerDefaults.maxUnpackedBytes,
-    ),
-    metricsPort: withName(
-      'MAILROOM_METRICS_PORT',
-      (v) => integer(v, 'MAILROOM_METRICS_PORT', 0),
-      undefined as number | undefined,
-    ),
+    smtpTimeout:
+      options.smtpTimeout === null
+        ? null
+        : positive(options.smtpTimeout ?? environment.smtpTimeout, 'smtpTimeout'),
   };
 }

@@ -23,6 +23,8 @@ export class ConnectionPool {
   readonly #options: ConnectionPoolOptions;
   readonly #idle: { backend: BaseEmailBackend; timer: NodeJS.Timeout }[] = [];
   readonly #sent = new WeakMap<BaseEmailBackend, number>();
+  /** Connections handed out and not yet released: the ones a shutdown that timed out must cut. */
+  readonly #inUse = new Set<BaseEmailBackend>();
   #closed = false;
 
   constructor(make: () => BaseEmailBackend, options: ConnectionPoolOptions) {
@@ -32,17 +34,24 @@ export class ConnectionPool {
 
   /** An idle open connection, or a new (not yet opened) backend. */
   acquire(): BaseEmailBackend {
+    const backend = this.#reuse() ?? this.#make();
+    this.#inUse.add(backend);
+    return backend;
+  }
+
+  #reuse(): BaseEmailBackend | undefined {
     while (this.#idle.length > 0) {
       const entry = this.#idle.pop() as { backend: BaseEmailBackend; timer: NodeJS.Timeout };
       clearTimeout(entry.timer);
       // A server may have closed it while it waited: then it is of no use.
       if (entry.backend.isOpen) return entry.backend;
     }
-    return this.#make();
+    return undefined;
   }
 
   /** Takes a connection back after a batch that sent `messages` over it; keeps it or closes it. */
   async release(backend: BaseEmailBackend, messages: number): Promise<void> {
+    this.#inUse.delete(backend);
     const sent = (this.#sent.get(backend) ?? 0) + messages;
     this.#sent.set(backend, sent);
     const keep =
@@ -74,6 +83,16 @@ export class ConnectionPool {
         return this.#close(backend);
       }),
     );
+  }
+
+  /**
+   * Closes the connections batches are using right now, for a shutdown that ran out of time (a mail
+   * server that stopped answering mid-message): the message on the wire settles as a connection
+   * failure, and its batch stops. Later releases close at once, as after closeAll().
+   */
+  async closeInUse(): Promise<void> {
+    this.#closed = true;
+    await Promise.all([...this.#inUse].map((backend) => this.#close(backend)));
   }
 
   // MUST never throw: closing is cleanup.

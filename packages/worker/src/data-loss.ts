@@ -1,6 +1,12 @@
 /** A worker's watch for Redis losing its data: when to look, what to remember for the report, how to read a lost lock. */
 import { coerceError } from '@mailroom/core';
-import { EpochWatch, type KnownJobCounts, type QueueKeys } from '@mailroom/producer';
+import {
+  CAMPAIGN_FIELDS,
+  EPOCH_FIELDS,
+  EpochWatch,
+  type KnownJobCounts,
+  type QueueKeys,
+} from '@mailroom/core/protocol';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { workerDefaults } from './defaults.js';
@@ -39,11 +45,19 @@ export interface DataLossMonitor {
   stop(): void;
 }
 
-// BullMQ's own key names for its job lists (QueueGetters.commandByType): lists `wait`, `active`;
-// sorted sets `delayed`, `prioritized`, `failed`.
+// BullMQ's job lists (QueueGetters.commandByType): lists `wait`, `active`; sorted sets
+// `prioritized`, `delayed`, `failed`.
 const LISTS = ['wait', 'active'] as const;
 const SORTED_SETS = ['prioritized', 'delayed', 'failed'] as const;
-const CAMPAIGN_FIELDS = ['state', 'name', 'total', 'sent', 'failed', 'cancelled'] as const;
+// The campaign fields a loss report gives, in the order the snapshot reads them.
+const PROGRESS_FIELDS = [
+  CAMPAIGN_FIELDS.state,
+  CAMPAIGN_FIELDS.name,
+  CAMPAIGN_FIELDS.total,
+  CAMPAIGN_FIELDS.sent,
+  CAMPAIGN_FIELDS.failed,
+  CAMPAIGN_FIELDS.cancelled,
+] as const;
 
 /**
  * Watches the queue's epoch marker for a worker: creates it (and warns about Redis settings that lose
@@ -86,11 +100,11 @@ export function startDataLossMonitor(
     snapshotDue = false;
     const ids = await redis.smembers(keys.campaigns);
     const pipeline = redis.pipeline();
-    for (const list of LISTS) pipeline.llen(`${keys.base}:${list}`);
-    for (const set of SORTED_SETS) pipeline.zcard(`${keys.base}:${set}`);
-    for (const id of ids) pipeline.hmget(keys.campaign(id), ...CAMPAIGN_FIELDS);
+    for (const list of LISTS) pipeline.llen(keys.jobSet(list));
+    for (const set of SORTED_SETS) pipeline.zcard(keys.jobSet(set));
+    for (const id of ids) pipeline.hmget(keys.campaign(id), ...PROGRESS_FIELDS);
     // Last, on the same connection: the reads above happened before it.
-    pipeline.hget(keys.epoch, 'id');
+    pipeline.hget(keys.epoch, EPOCH_FIELDS.id);
     const replies = ((await pipeline.exec()) ?? []).map(([error, value]) => (error ? undefined : value));
     if (replies.at(-1) !== epoch) {
       await watch.check(true);

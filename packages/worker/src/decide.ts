@@ -1,5 +1,6 @@
 /** What happens to a batch job once its delivery attempt ended: a pure decision, tested on its own. */
 import type { FailureReason } from '@mailroom/core';
+import { CAMPAIGN_STATES } from '@mailroom/core/protocol';
 import type { StopReason } from './deliver-batch.js';
 import { FINAL_STATES, type LedgerEntry } from './ledger.js';
 import { exhaust, shortDetail } from './settle.js';
@@ -78,10 +79,10 @@ export function decideBatch(outcome: BatchOutcome): BatchDecision {
   const remaining = unsettledIndexes(outcome);
   const updates = new Map<number, LedgerEntry>();
   let exhausted = false;
-  if (outcome.campaignState === 'cancelled') {
+  if (outcome.campaignState === CAMPAIGN_STATES.cancelled) {
     for (const index of remaining) updates.set(index, { state: 'c', reason: 'cancelled' });
   } else if (remaining.length > 0) {
-    if (outcome.campaignState === 'paused') return { kind: 'park', remaining };
+    if (outcome.campaignState === CAMPAIGN_STATES.paused) return { kind: 'park', remaining };
     if (outcome.stopped === 'shutdown') return { kind: 'requeue', remaining };
     const attempt = outcome.attemptsUsed + 1;
     if (attempt < outcome.attempts) return { kind: 'retry', remaining, attempt };

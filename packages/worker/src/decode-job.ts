@@ -1,6 +1,11 @@
 /** Step one of a batch: read a job into the messages still to send, or refuse it as invalid. */
 import { coerceError, decodeWire, ValidationError } from '@mailroom/core';
-import { BATCH_JOB_NAME, type BatchJobData, type ParsedBatchJob, parseBatchJob } from '@mailroom/producer';
+import {
+  BATCH_JOB_NAME,
+  type BatchJobData,
+  type ParsedBatchJob,
+  parseBatchJob,
+} from '@mailroom/core/protocol';
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -67,7 +72,12 @@ export async function decodeJob(
   const pending: PendingMessage[] = [];
   for (const [index, raw] of data.messages.entries()) {
     const known = entries.get(index);
-    failSilently.set(index, Boolean((raw as { failSilently?: unknown }).failSilently));
+    // Read before decoding, so that a message that fails to decode still counts as failSilently;
+    // a null or a non-object is decoded (and refused) like any other malformed message.
+    failSilently.set(
+      index,
+      typeof raw === 'object' && raw !== null && (raw as { failSilently?: unknown }).failSilently === true,
+    );
     if (known && FINAL_STATES.has(known.state)) continue;
     try {
       const { message, failSilently: silent } = decodeWire(raw, `job.messages[${index}]`);

@@ -1,11 +1,15 @@
-import { DAY, MINUTE, producerDefaults, SECOND } from '@mailroom/producer';
+/** Every default of the worker, in one place; those the producer shares come from the queue protocol (@mailroom/core/protocol). */
+import { MINUTE, protocolDefaults, SECOND } from '@mailroom/core/protocol';
 
-/** Every default of the worker, in one place. */
+/**
+ * Every default of the worker. A MAILROOM_* setting that is set (core settings: environment or
+ * configure()) replaces its default, and createWorker's options replace both.
+ */
 export const workerDefaults = {
-  /** Queue name (MAILROOM_QUEUE), shared with the producer's default. */
-  queue: 'mail',
-  /** Redis key prefix, shared with the producer's default. */
-  prefix: '{mailroom}',
+  /** Queue name (MAILROOM_QUEUE): the protocol's, shared with the producer. */
+  queue: protocolDefaults.queue,
+  /** Redis key prefix (MAILROOM_PREFIX): the protocol's, shared with the producer. */
+  prefix: protocolDefaults.prefix,
   /** Batches (= SMTP connections) in flight per process (MAILROOM_CONCURRENCY). */
   concurrency: 2,
   /** Delivery attempts per batch, the first one included (MAILROOM_ATTEMPTS). */
@@ -26,14 +30,10 @@ export const workerDefaults = {
   maxReconnects: 2,
   /** While a campaign is paused its batches are looked at again after this delay. */
   pausePoll: 1 * SECOND,
-  /** Ledger of a batch in progress or dead-lettered: kept as long as failed jobs are. */
-  ledgerTtl: 7 * DAY,
-  /**
-   * Ledger of a batch whose processing ended well: deleted once BullMQ has recorded the completion,
-   * and until then kept this long (longer than a takeover takes: lock duration + stalled interval),
-   * for a worker that dies between the two.
-   */
-  ledgerTtlAfterComplete: 2 * MINUTE,
+  /** Ledger of a batch in progress or dead-lettered: the protocol's, as long as failed jobs are kept (7 days). */
+  ledgerTtl: protocolDefaults.ledgerTtl,
+  /** Ledger of a batch whose processing ended well, until it is deleted: the protocol's 2 minutes. */
+  ledgerTtlAfterComplete: protocolDefaults.ledgerTtlAfterComplete,
   /** An open SMTP connection waits this long for the next batch before it is closed (MAILROOM_CONNECTION_IDLE). */
   connectionIdleTimeout: 5 * SECOND,
   /** A connection is closed instead of reused after this many messages. */
@@ -47,10 +47,29 @@ export const workerDefaults = {
   dataLossSnapshotInterval: 10 * SECOND,
   /**
    * Bytes a batch's packed messages may inflate to (MAILROOM_MAX_UNPACKED_BYTES); past it the batch is
-   * dead-lettered as invalid before it can take the memory (a deflate bomb, issue #9). The most a
-   * default producer writes, as job.ts's unpackedBatchLimit reckons it: a batch is closed at
-   * maxBatchBytes (4 MiB) counted in UTF-16 units of JSON, up to 6 bytes each (`\u0001`), and one
-   * message alone may be maxMessageBytes (10 MiB); plus the array's brackets. 24 MiB + 2 bytes.
+   * dead-lettered as invalid before it can take the memory (a deflate bomb, issue #9). The protocol's:
+   * the most a producer with the default limits writes, 24 MiB + 2 bytes (unpackedBatchLimit).
    */
-  maxUnpackedBytes: Math.max(6 * producerDefaults.maxBatchBytes, producerDefaults.maxMessageBytes) + 2,
+  maxUnpackedBytes: protocolDefaults.maxUnpackedBytes,
+  /**
+   * SMTP timeout of the worker's connections when EMAIL_TIMEOUT is not set (MAILROOM_SMTP_TIMEOUT):
+   * connect, greeting, and every reply, the one after DATA included. Django's default is no timeout
+   * (nodemailer then waits 10 minutes for a reply); a worker holding a batch's lock must never wait
+   * that long on one socket. RFC 5321 §4.5.3.2 suggests longer waits, for relays far away; set it
+   * higher for a server known to take its time.
+   */
+  smtpTimeout: 60 * SECOND,
+  /**
+   * After shutdownTimeout, how long cutting connections may take: a batch cut mid-message is put back
+   * on the queue meanwhile if Redis answers. close() always ends within shutdownTimeout + this.
+   */
+  shutdownForceTimeout: 2 * SECOND,
+  /** First pause of BullMQ's job fetch after Redis answers it with an error (MOVED, NOAUTH...); doubles per failure. */
+  fetchRetryDelay: SECOND / 4,
+  /** Longest such pause: BullMQ's own for a lost connection (runRetryDelay). */
+  fetchRetryMaxDelay: 15 * SECOND,
+  /** An error logged again within this long is counted, not written; the window doubles per summary (log-throttle.ts). */
+  logRepeatInterval: 1 * SECOND,
+  /** Longest window of the log throttle: a persistent error is written about once a minute. */
+  logRepeatMaxInterval: 1 * MINUTE,
 } satisfies Record<string, string | number>;

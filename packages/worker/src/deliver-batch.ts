@@ -1,5 +1,7 @@
+/** Step two of a batch: send its pending messages over ONE connection, recording each as it settles. */
 import type { BaseEmailBackend, EmailMessage } from '@mailroom/core';
 import { coerceError } from '@mailroom/core';
+import { CAMPAIGN_STATES } from '@mailroom/core/protocol';
 import type { Logger } from 'pino';
 import type { BatchRef, BatchStatus, Ledger, LedgerEntry } from './ledger.js';
 import type { WorkerMetrics } from './metrics.js';
@@ -131,7 +133,9 @@ const RECHECK_AFTER_WAIT_MS = 100;
 /** Why the batch must stop before the next message, if it must. */
 function stopReason(status: BatchStatus): StopReason | undefined {
   if (!status.lockHeld) return 'lock-lost';
-  if (status.campaignState === 'paused' || status.campaignState === 'cancelled') return status.campaignState;
+  if (status.campaignState === CAMPAIGN_STATES.paused || status.campaignState === CAMPAIGN_STATES.cancelled) {
+    return status.campaignState;
+  }
   return undefined;
 }
 

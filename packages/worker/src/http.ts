@@ -50,6 +50,11 @@ export async function startMetricsServer(
   const address = server.address();
   return {
     port: typeof address === 'object' && address ? address.port : port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // A scraper's open (keep-alive or unfinished) request must not hold up a shutdown.
+        server.closeAllConnections();
+      }),
   };
 }

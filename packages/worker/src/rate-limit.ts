@@ -1,40 +1,13 @@
-import { ConfigError } from '@mailroom/core';
+/** The global rate limit: a GCRA limiter in Redis that books send slots for every replica. */
+import { setTimeout } from 'node:timers/promises';
+import type { RateLimit } from '@mailroom/core';
 import type { Redis } from 'ioredis';
 
-/** A global rate: at most `max` messages per `duration` milliseconds, across every replica. */
-export interface RateLimit {
-  max: number;
-  duration: number;
-}
-
-const UNITS: Record<string, number> = {
-  ms: 1,
-  s: 1000,
-  sec: 1000,
-  m: 60_000,
-  min: 60_000,
-  h: 3_600_000,
-  hour: 3_600_000,
-};
-
-/** Parses `200/s`, `10000/h`, `50/10s`, `300/min` (or a {@link RateLimit}). */
-export function parseRateLimit(value: string | RateLimit): RateLimit {
-  if (typeof value !== 'string') {
-    if (!(value.max > 0) || !(value.duration > 0))
-      throw new ConfigError(`Invalid rate limit ${JSON.stringify(value)}`);
-    return value;
-  }
-  const match = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)?\s*(ms|s|sec|m|min|h|hour)\s*$/.exec(value);
-  if (!match) {
-    throw new ConfigError(
-      `Invalid rate limit ${JSON.stringify(value)}: write messages/interval, e.g. 200/s, 10000/h, 50/10s`,
-    );
-  }
-  const max = Number(match[1]);
-  const duration = Number(match[2] ?? 1) * (UNITS[match[3] as string] as number);
-  if (!(max > 0) || !(duration > 0)) throw new ConfigError(`Invalid rate limit ${JSON.stringify(value)}`);
-  return { max, duration };
-}
+/**
+ * Re-exports of the rate limit parser, which lives in @mailroom/core beside the settings
+ * (MAILROOM_RATE_LIMIT); kept so that imports from here keep working.
+ */
+export { parseRateLimit, type RateLimit } from '@mailroom/core';
 
 // GCRA (generic cell rate algorithm) with reservation: each call books the next free slot and says
 // how long to wait for it, so replicas never poll and never exceed the rate together. The state is
@@ -87,26 +60,14 @@ export class RateLimiter {
     const wait = Number(
       await this.#redis.mailroomReserveSlot(this.#key, String(this.#interval), String(this.#tolerance)),
     );
-    if (wait >= 1) await sleep(wait, signal);
+    if (wait >= 1) {
+      try {
+        await setTimeout(wait, undefined, { signal });
+      } catch (error) {
+        // node:timers/promises rejects with an AbortError; callers want the reason they aborted with.
+        throw signal?.aborted ? signal.reason : error;
+      }
+    }
     return wait;
   }
-}
-
-/** setTimeout as a promise that an AbortSignal can cut short (rejecting with its reason). */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

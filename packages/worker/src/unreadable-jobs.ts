@@ -4,8 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { coerceError } from '@mailroom/core';
-import type { BatchJobData } from '@mailroom/producer';
-import { producerDefaults, SECOND } from '@mailroom/producer';
+import { type BatchJobData, protocolDefaults, SECOND } from '@mailroom/core/protocol';
 import { type Job, type JobJson, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 
@@ -17,8 +16,8 @@ import type { Redis } from 'ioredis';
 const UNREADABLE_JOB_OPTIONS = {
   attempts: 1,
   removeOnFail: {
-    age: Math.ceil(producerDefaults.keepFailedAge / SECOND),
-    count: producerDefaults.keepFailedCount,
+    age: Math.ceil(protocolDefaults.keepFailedAge / SECOND),
+    count: protocolDefaults.keepFailedCount,
   },
 };
 

@@ -7,14 +7,23 @@ import {
   classifyDeliveryError,
   coerceError,
   getConnection,
+  type RateLimit,
+  SmtpBackend,
   settings,
-  validateQueueName,
 } from '@mailroom/core';
-import { type BatchJobData, createRedis, queueKeys, type RedisInput } from '@mailroom/producer';
+import {
+  type BatchJobData,
+  CAMPAIGN_STATES,
+  createRedis,
+  queueKeys,
+  type RedisInput,
+} from '@mailroom/core/protocol';
 import { type Job, UnrecoverableError, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { applyDecision } from './apply-decision.js';
+import { BullWorker } from './bull-worker.js';
+import { resolveWorkerOptions } from './config.js';
 import { ConnectionPool } from './connection-pool.js';
 import { startDataLossMonitor } from './data-loss.js';
 import { type BatchCounts, decideBatch } from './decide.js';
@@ -22,9 +31,9 @@ import { type DecodedBatch, decodeJob } from './decode-job.js';
 import { workerDefaults } from './defaults.js';
 import { deliverBatch, type StopReason } from './deliver-batch.js';
 import { Ledger } from './ledger.js';
+import { LogThrottle } from './log-throttle.js';
 import { PrometheusMetrics, type WorkerMetrics } from './metrics.js';
-import { parseRateLimit, type RateLimit, RateLimiter } from './rate-limit.js';
-import { MailroomWorker } from './unreadable-jobs.js';
+import { RateLimiter } from './rate-limit.js';
 
 export { retryDelay } from './apply-decision.js';
 
@@ -43,6 +52,12 @@ export interface WorkerOptions {
   backend?: string | BackendClass | (() => BaseEmailBackend);
   /** Options for the backend (host, port... override the EMAIL_* settings). */
   backendOptions?: ConnectionOptions;
+  /**
+   * Milliseconds the SMTP backend waits to connect and for each reply when neither EMAIL_TIMEOUT nor
+   * backendOptions.timeout says (Django's default there is none). Default MAILROOM_SMTP_TIMEOUT, or
+   * 60 s; null: none.
+   */
+  smtpTimeout?: number | null;
   /** Batches (= SMTP connections) in flight in this process. Default 2. */
   concurrency?: number;
   /** Global rate limit across all replicas: `200/s`, `10000/h` or {max, duration}. Default none. */
@@ -51,7 +66,10 @@ export interface WorkerOptions {
   attempts?: number;
   /** Retry delays: `delay` doubles per attempt up to `maxDelay`, with jitter. Milliseconds. */
   backoff?: { delay?: number; maxDelay?: number };
-  /** Milliseconds close() may take before connections are cut. Default 10 s. */
+  /**
+   * Milliseconds close() may wait for in-flight messages before connections are cut. Default 10 s;
+   * close() ends within this + 2 s whatever Redis and the mail server do.
+   */
   shutdownTimeout?: number;
   /** BullMQ lock duration, ms: how soon a dead worker's batch is taken over. Default 30 s. */
   lockDuration?: number;
@@ -98,7 +116,7 @@ export interface MailWorker {
   isReady(): boolean;
 }
 
-function backendFactory(options: WorkerOptions): () => BaseEmailBackend {
+function backendFactory(options: WorkerOptions, smtpTimeout: number | null): () => BaseEmailBackend {
   const backend = options.backend;
   if (typeof backend === 'function' && !/^class[\s{]/.test(Function.prototype.toString.call(backend))) {
     return backend as () => BaseEmailBackend;
@@ -109,15 +127,43 @@ function backendFactory(options: WorkerOptions): () => BaseEmailBackend {
       'The worker cannot use the queue backend (it would enqueue what it takes): set EMAIL_BACKEND=smtp',
     );
   }
+  let backendOptions = options.backendOptions ?? {};
   // Build one now so that a bad backend name or option fails at start-up, not on the first batch.
-  getConnection(chosen, options.backendOptions ?? {});
-  return () => getConnection(chosen, options.backendOptions ?? {});
+  const probe = getConnection(chosen, backendOptions);
+  // A worker must never wait forever on a socket: without a timeout, a server that stops answering
+  // after DATA holds the batch (and its renewed lock) for nodemailer's 10 minutes per reply.
+  if (
+    probe instanceof SmtpBackend &&
+    probe.timeout === null &&
+    backendOptions.timeout === undefined &&
+    smtpTimeout !== null
+  ) {
+    backendOptions = { ...backendOptions, timeout: smtpTimeout / 1000 };
+    getConnection(chosen, backendOptions);
+  }
+  return () => getConnection(chosen, backendOptions);
 }
 
-function positive(value: number, name: string): number {
-  if (!Number.isFinite(value) || value <= 0)
-    throw new ConfigError(`${name} must be a positive number (got ${value})`);
-  return value;
+/**
+ * True when `promise` settles (resolved or rejected) before `deadline` (epoch ms), false when the
+ * deadline comes first; the promise is left to settle on its own.
+ */
+async function settlesBy(promise: Promise<unknown>, deadline: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
@@ -127,25 +173,26 @@ function positive(value: number, name: string): number {
  * were sent with failSilently.
  */
 export function createWorker(options: WorkerOptions = {}): MailWorker {
-  const queue = validateQueueName(options.queue ?? workerDefaults.queue);
-  const prefix = options.prefix ?? workerDefaults.prefix;
-  const concurrency = Math.floor(positive(options.concurrency ?? workerDefaults.concurrency, 'concurrency'));
-  const attempts = Math.floor(positive(options.attempts ?? workerDefaults.attempts, 'attempts'));
-  const backoffDelay = positive(options.backoff?.delay ?? workerDefaults.backoffDelay, 'backoff.delay');
-  const backoffMaxDelay = positive(
-    options.backoff?.maxDelay ?? workerDefaults.backoffMaxDelay,
-    'backoff.maxDelay',
-  );
-  const shutdownTimeout = positive(
-    options.shutdownTimeout ?? workerDefaults.shutdownTimeout,
-    'shutdownTimeout',
-  );
-  const maxReconnects = Math.max(0, Math.floor(options.maxReconnects ?? workerDefaults.maxReconnects));
-  const maxUnpackedBytes = Math.floor(
-    positive(options.maxUnpackedBytes ?? workerDefaults.maxUnpackedBytes, 'maxUnpackedBytes'),
-  );
-  const rateLimit = options.rateLimit ? parseRateLimit(options.rateLimit) : undefined;
-  const makeBackend = backendFactory(options);
+  // Each option, else its MAILROOM_* setting (environment or configure()), else workerDefaults.
+  const {
+    queue,
+    prefix,
+    concurrency,
+    attempts,
+    backoffDelay,
+    backoffMaxDelay,
+    shutdownTimeout,
+    maxReconnects,
+    maxUnpackedBytes,
+    rateLimit,
+    smtpTimeout,
+    connectionIdleTimeout,
+    maxMessagesPerConnection,
+    lockDuration,
+    stalledInterval,
+    maxStalledCount,
+  } = resolveWorkerOptions(options);
+  const makeBackend = backendFactory(options, smtpTimeout);
   const logger = options.logger ?? pino({ name: 'mailroom-worker', level: process.env.LOG_LEVEL ?? 'info' });
   const metrics = options.metrics ?? new PrometheusMetrics();
   const keys = queueKeys(prefix, queue);
@@ -157,7 +204,13 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
     // validateQueueName allows only characters CLIENT SETNAME takes.
     connectionName: `mailroom-worker:${queue}`,
   });
-  redis.on('error', (error) => logger.warn({ err: error.message }, 'redis connection error'));
+  // A Redis that is down, refuses the password or answers MOVED fails every try for as long as it
+  // lasts: each error is written once, then counted at growing intervals, never once per try.
+  const errorLog = new LogThrottle(logger, {
+    initialInterval: workerDefaults.logRepeatInterval,
+    maxInterval: workerDefaults.logRepeatMaxInterval,
+  });
+  redis.on('error', (error) => errorLog.log('warn', { err: error.message }, 'redis connection error'));
   const ledger = new Ledger(redis, keys, workerDefaults.ledgerTtl);
   const rateLimiter = rateLimit ? new RateLimiter(redis, keys.rate, rateLimit) : undefined;
   // Notices Redis losing its data, and warns at start-up when Redis is set up to lose it.
@@ -165,8 +218,8 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   const shutdown = new AbortController();
   const decodeContext = { redis, base: keys.base, ledger, maxUnpackedBytes, logger, metrics };
   const connections = new ConnectionPool(makeBackend, {
-    idleTimeout: Math.max(0, options.connectionIdleTimeout ?? workerDefaults.connectionIdleTimeout),
-    maxMessages: Math.max(1, options.maxMessagesPerConnection ?? workerDefaults.maxMessagesPerConnection),
+    idleTimeout: connectionIdleTimeout,
+    maxMessages: maxMessagesPerConnection,
     maxIdle: concurrency,
     logger,
   });
@@ -196,7 +249,11 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
         : { campaignState: '' };
       let stopped: StopReason | undefined;
       let connectionError: Error | undefined;
-      if (decoded.pending.length > 0 && campaignState !== 'paused' && campaignState !== 'cancelled') {
+      if (
+        decoded.pending.length > 0 &&
+        campaignState !== CAMPAIGN_STATES.paused &&
+        campaignState !== CAMPAIGN_STATES.cancelled
+      ) {
         const result = await deliverBatch({
           batch,
           messages: decoded.pending,
@@ -211,7 +268,8 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
         });
         for (const [index, entry] of result.settled) entries.set(index, entry);
         ({ stopped, connectionError } = result);
-        if (stopped === 'paused' || stopped === 'cancelled') campaignState = stopped;
+        if (stopped === CAMPAIGN_STATES.paused || stopped === CAMPAIGN_STATES.cancelled)
+          campaignState = stopped;
         if (stopped === 'lock-lost') {
           // Another replica took this batch over (our lock expired): it owns the rest now. Unless
           // the lock went with the rest of Redis's data: then nobody owns it, and that is the news.
@@ -255,16 +313,16 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
     }
   }
 
-  const bullWorker = new MailroomWorker(queue, processJob, {
+  const bullWorker = new BullWorker(queue, processJob, {
     connection: redis,
     prefix,
     concurrency,
     autorun: options.autorun ?? true,
-    lockDuration: options.lockDuration ?? workerDefaults.lockDuration,
-    stalledInterval: options.stalledInterval ?? workerDefaults.stalledInterval,
-    maxStalledCount: options.maxStalledCount ?? workerDefaults.maxStalledCount,
+    lockDuration,
+    stalledInterval,
+    maxStalledCount,
   });
-  bullWorker.on('error', (error) => logger.error({ err: error.message }, 'worker error'));
+  bullWorker.on('error', (error) => errorLog.log('error', { err: error.message }, 'worker error'));
   bullWorker.on('active', (job) => dataLoss.noteCampaign(job.data?.campaign));
   // Once BullMQ has recorded a completion the batch can never run again: a clean batch's ledger has
   // done its job. One with failures (sent with failSilently) keeps it for ledgerTtl: the record of
@@ -274,27 +332,42 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   });
 
   let closing: Promise<void> | undefined;
+  /**
+   * MUST end within shutdownTimeout + shutdownForceTimeout whatever Redis and the mail server do (down,
+   * refusing the password, silent after DATA): each step is raced against what is left of that time,
+   * then cut. Every step runs even when an earlier one failed or was cut.
+   */
   async function close(): Promise<void> {
     closing ??= (async () => {
+      const startedAt = Date.now();
+      const gracefulUntil = startedAt + shutdownTimeout;
+      const cutUntil = gracefulUntil + workerDefaults.shutdownForceTimeout;
       logger.info({ queue }, 'shutting down: no new batches, finishing the messages on the wire');
       shutdown.abort(new Error('worker shutting down'));
       dataLoss.stop();
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), shutdownTimeout);
+      // Waits for the batches in flight, each of which stops after the message on the wire.
+      const bullClosed = bullWorker.close().catch((error: unknown) => {
+        logger.warn({ err: coerceError(error).message }, 'closing the BullMQ worker failed');
       });
-      const result = await Promise.race([bullWorker.close().then(() => 'closed' as const), timedOut]);
-      clearTimeout(timer);
-      if (result === 'timeout') {
+      if (!(await settlesBy(bullClosed, gracefulUntil))) {
         logger.warn(
           { queue, shutdownTimeout },
           'shutdown timeout: cutting connections; unfinished batches will be taken over',
         );
-        await bullWorker.close(true).catch(() => {});
+        // The message on the wire fails as a connection error; while Redis answers, the rest of its
+        // batch still goes back on the queue, and then BullMQ's close ends. Without Redis it never will.
+        await settlesBy(connections.closeInUse(), cutUntil);
+        if (redis.status !== 'ready' || !(await settlesBy(bullClosed, cutUntil))) bullWorker.forceClose();
       }
-      await connections.closeAll();
-      if (owned) await (redis as Redis).quit().catch(() => redis.disconnect());
-      logger.info({ queue }, 'worker stopped');
+      await settlesBy(connections.closeAll(), cutUntil);
+      if (owned) {
+        const client = redis as Redis;
+        if (client.status === 'ready') await settlesBy(client.quit(), cutUntil);
+        // Unanswered, refused or never sent, QUIT must leave no reconnect timer behind.
+        if (client.status !== 'end') client.disconnect();
+      }
+      errorLog.flush();
+      logger.info({ queue, tookMs: Date.now() - startedAt }, 'worker stopped');
     })();
     return closing;
   }

@@ -1,40 +1,10 @@
-import { ConfigError } from '@mailroom/core';
-import { parseDuration, parseRateLimit, readWorkerEnvironment, workerDefaults } from '@mailroom/worker';
-import { describe, expect, it } from 'vitest';
+/** The worker's settings (config.ts): MAILROOM_* over workerDefaults, createWorker's options over both. */
+import { ConfigError, configure, resetSettings } from '@mailroom/core';
+import { readWorkerEnvironment, resolveWorkerOptions, workerDefaults } from '@mailroom/worker';
+import { afterEach, describe, expect, it } from 'vitest';
 
-describe('parseRateLimit', () => {
-  it.each([
-    ['200/s', { max: 200, duration: 1000 }],
-    ['10000/h', { max: 10000, duration: 3_600_000 }],
-    ['50/10s', { max: 50, duration: 10_000 }],
-    ['300/min', { max: 300, duration: 60_000 }],
-    [' 5 / 500ms ', { max: 5, duration: 500 }],
-  ])('reads %s', (text, expected) => {
-    expect(parseRateLimit(text)).toEqual(expected);
-  });
-
-  it.each(['200', 'fast', '0/s', '200/parsec', '-1/s'])(
-    'rejects %s with a ConfigError that shows it',
-    (text) => {
-      expect(() => parseRateLimit(text)).toThrow(ConfigError);
-      expect(() => parseRateLimit(text)).toThrow(JSON.stringify(text));
-    },
-  );
-});
-
-describe('parseDuration', () => {
-  it('reads units and takes plain numbers as seconds', () => {
-    expect(parseDuration('500ms', 'X')).toBe(500);
-    expect(parseDuration('10s', 'X')).toBe(10_000);
-    expect(parseDuration('2m', 'X')).toBe(120_000);
-    expect(parseDuration('15', 'X')).toBe(15_000);
-  });
-
-  it('names the setting in its error', () => {
-    expect(() => parseDuration('soon', 'MAILROOM_SHUTDOWN_TIMEOUT')).toThrow(
-      /MAILROOM_SHUTDOWN_TIMEOUT="soon"/,
-    );
-  });
+afterEach(() => {
+  resetSettings();
 });
 
 describe('readWorkerEnvironment', () => {
@@ -79,5 +49,61 @@ describe('readWorkerEnvironment', () => {
   ])('rejects %s=%s naming the variable', (name, value) => {
     expect(() => readWorkerEnvironment({ [name]: value })).toThrow(ConfigError);
     expect(() => readWorkerEnvironment({ [name]: value })).toThrow(name);
+  });
+});
+
+describe('resolveWorkerOptions', () => {
+  it('uses workerDefaults when neither options nor settings say otherwise', () => {
+    const resolved = resolveWorkerOptions({}, readWorkerEnvironment({}));
+    expect(resolved).toMatchObject({
+      queue: workerDefaults.queue,
+      prefix: workerDefaults.prefix,
+      concurrency: workerDefaults.concurrency,
+      attempts: workerDefaults.attempts,
+      backoffDelay: workerDefaults.backoffDelay,
+      shutdownTimeout: workerDefaults.shutdownTimeout,
+      lockDuration: workerDefaults.lockDuration,
+      maxUnpackedBytes: workerDefaults.maxUnpackedBytes,
+      rateLimit: undefined,
+    });
+  });
+
+  it('takes each MAILROOM_* setting over its default', () => {
+    const environment = readWorkerEnvironment({
+      MAILROOM_QUEUE: 'news',
+      MAILROOM_PREFIX: '{news}',
+      MAILROOM_CONCURRENCY: '4',
+      MAILROOM_RATE_LIMIT: '200/s',
+      MAILROOM_BACKOFF: '250ms',
+      MAILROOM_CONNECTION_IDLE: '0',
+    });
+    expect(resolveWorkerOptions({}, environment)).toMatchObject({
+      queue: 'news',
+      prefix: '{news}',
+      concurrency: 4,
+      rateLimit: { max: 200, duration: 1000 },
+      backoffDelay: 250,
+      connectionIdleTimeout: 0,
+    });
+  });
+
+  it('lets options override the settings, and rateLimit: null turn the limit off', () => {
+    const environment = readWorkerEnvironment({ MAILROOM_CONCURRENCY: '4', MAILROOM_RATE_LIMIT: '200/s' });
+    expect(resolveWorkerOptions({ concurrency: 1, rateLimit: null }, environment)).toMatchObject({
+      concurrency: 1,
+      rateLimit: undefined,
+    });
+  });
+
+  it('reads configure() when given no environment, as createProducer does', () => {
+    configure({ MAILROOM_QUEUE: 'configured', MAILROOM_ATTEMPTS: 2 });
+    expect(resolveWorkerOptions({})).toMatchObject({ queue: 'configured', attempts: 2 });
+  });
+
+  it('refuses a bad option before anything connects', () => {
+    expect(() => resolveWorkerOptions({ maxUnpackedBytes: 0 }, readWorkerEnvironment({}))).toThrow(
+      'maxUnpackedBytes must be a positive number (got 0)',
+    );
+    expect(() => resolveWorkerOptions({ queue: 'a:b' }, readWorkerEnvironment({}))).toThrow(ConfigError);
   });
 });

@@ -65,4 +65,21 @@ describe('ConnectionPool', () => {
     await connections.closeAll();
     expect(other.isOpen).toBe(false);
   });
+
+  it('cuts the connections batches are using on closeInUse, and keeps none released after it', async () => {
+    const { connections } = pool();
+    const [busy, idle] = [connections.acquire(), connections.acquire()];
+    await busy.open();
+    await idle.open();
+    await connections.release(idle, 1);
+    await connections.closeInUse();
+    expect(busy.isOpen).toBe(false);
+    // closeInUse cuts only what is in use; closeAll (which a shutdown runs next) the idle ones.
+    expect(idle.isOpen).toBe(true);
+    await busy.open();
+    await connections.release(busy, 1);
+    expect(busy.isOpen).toBe(false);
+    await connections.closeAll();
+    expect(idle.isOpen).toBe(false);
+  });
 });

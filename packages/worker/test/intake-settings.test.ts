@@ -4,7 +4,7 @@
  */
 import { deflateRawSync } from 'node:zlib';
 import { ConfigError, QUEUE_NAME_RULE } from '@mailroom/core';
-import { parseBatchJob } from '@mailroom/producer';
+import { parseBatchJob } from '@mailroom/core/protocol';
 import { createWorker, readWorkerEnvironment, workerDefaults } from '@mailroom/worker';
 import { describe, expect, it } from 'vitest';
 

@@ -1,4 +1,4 @@
-import { queueKeys } from '@mailroom/producer';
+import { queueKeys } from '@mailroom/core/protocol';
 import { RateLimiter } from '@mailroom/worker';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { removeQueueKeys, testRedis, uniqueQueue } from '../../../test/support/redis.js';

@@ -1,3 +1,4 @@
+/** `mailroom campaign start|status|pause|resume|cancel`: newsletter campaigns from the command line. */
 import { ValidationError } from '@mailroom/core';
 import {
   type CampaignState,
@@ -24,6 +25,7 @@ import { type FlagSpec, parseFlags } from './flags.js';
 import { type CliContext, EXIT, InputError, printLines, println, UsageError } from './io.js';
 import { statusReport, watchCampaign } from './progress.js';
 import { readRecipients, recipientFormat } from './recipients.js';
+import { didYouMean } from './suggest.js';
 
 export const campaignUsage = `Usage: mailroom campaign <start|status|pause|resume|cancel> [flags]
 
@@ -306,6 +308,8 @@ export async function campaignCommand(argv: string[], context: CliContext): Prom
   }
 }
 
+const SUBCOMMANDS = ['start', 'status', 'pause', 'resume', 'cancel'];
+
 async function dispatch(argv: string[], context: CliContext): Promise<number> {
   const [subcommand, ...rest] = argv;
   switch (subcommand) {
@@ -319,7 +323,7 @@ async function dispatch(argv: string[], context: CliContext): Promise<number> {
       return transition(subcommand, rest, context);
     default:
       throw new UsageError(
-        `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}`}: start, status, pause, resume or cancel`,
+        `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}${didYouMean(subcommand, SUBCOMMANDS)}`}: start, status, pause, resume or cancel`,
         { usage: campaignUsage },
       );
   }

@@ -1,9 +1,8 @@
+/** What the CLI commands share: the queue settings, an open producer, input files, flag values, output. */
 import { type FileHandle, open, readFile } from 'node:fs/promises';
-import { ConfigError, coerceError, settings } from '@mailroom/core';
+import { ConfigError, coerceError, parseDuration, parsePositiveInteger, readSettings } from '@mailroom/core';
 import { createProducer, type Producer } from '@mailroom/producer';
 import { pino } from 'pino';
-import { parseDuration } from '../config.js';
-import { workerDefaults } from '../defaults.js';
 import { type CliContext, InputError, jsonLogStream, UsageError } from './io.js';
 import { forTerminal } from './terminal.js';
 
@@ -15,20 +14,17 @@ export interface QueueEnvironment {
 }
 
 /**
- * Reads the queue settings the way the worker does (same defaults), with `--queue` overriding
- * MAILROOM_QUEUE. Only these are read, so a bad MAILROOM_CONCURRENCY does not break `mailroom stats`;
- * REDIS_URL goes through the core settings, which validate every EMAIL_* value too (ConfigError).
+ * Reads the queue settings from the command's environment through the core settings, the way the
+ * worker and the producer read them, with `--queue` overriding MAILROOM_QUEUE. A bad setting is a
+ * ConfigError naming it (`MAILROOM_QUEUE="a:b"`, `EMAIL_PORT="abc" is not a port number`).
  */
 export function readQueueEnvironment(env: NodeJS.ProcessEnv, queueFlag?: string): QueueEnvironment {
-  const get = (name: string) => {
-    const value = env[name]?.trim();
-    return value ? value : undefined;
-  };
   if (queueFlag !== undefined && queueFlag.trim() === '') throw new UsageError('--queue must not be empty');
+  const settings = readSettings(env);
   return {
     redisUrl: settings.REDIS_URL,
-    queue: queueFlag?.trim() ?? get('MAILROOM_QUEUE') ?? workerDefaults.queue,
-    prefix: get('MAILROOM_PREFIX') ?? workerDefaults.prefix,
+    queue: queueFlag?.trim() ?? settings.MAILROOM_QUEUE,
+    prefix: settings.MAILROOM_PREFIX,
   };
 }
 
@@ -37,7 +33,7 @@ export function readQueueEnvironment(env: NodeJS.ProcessEnv, queueFlag?: string)
  * EREDIS within the producer's connect timeout (1 s), which the CLI turns into exit code 4. The
  * producer's own log lines (warnings and up, or LOG_LEVEL) go to stderr so stdout stays parseable.
  */
-export async function openProducer(
+async function openProducer(
   context: CliContext,
   options: { queue?: string | undefined; batchSize?: number | undefined } = {},
 ): Promise<Producer> {
@@ -130,23 +126,24 @@ export function describeFileError(error: unknown): string {
   return err.message;
 }
 
-/** A flag value that must be a positive integer. */
-export function positiveIntegerFlag(value: string, flag: string): number {
-  const number = Number(value);
-  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(number) || number < 1) {
-    throw new UsageError(`${flag} must be a positive integer (got ${JSON.stringify(value)})`);
-  }
-  return number;
-}
-
-/** A flag value that must be a duration (`500ms`, `2s`, `1m`; a plain number is seconds). Returns ms. */
-export function durationFlag(value: string, flag: string): number {
+/** Runs a core value parser on a flag's value; its ConfigError becomes a UsageError (exit code 2). */
+function flagValue<T>(parse: () => T): T {
   try {
-    return parseDuration(value, flag);
+    return parse();
   } catch (error) {
     if (error instanceof ConfigError) throw new UsageError(error.message);
     throw error;
   }
+}
+
+/** A flag value that must be a positive integer (core's parsePositiveInteger): `--limit="ten" must be a positive integer`. */
+export function positiveIntegerFlag(value: string, flag: string): number {
+  return flagValue(() => parsePositiveInteger(value, flag));
+}
+
+/** A flag value that must be a duration (`500ms`, `2s`, `1m`; a plain number is seconds; core's parseDuration). Returns ms. */
+export function durationFlag(value: string, flag: string): number {
+  return flagValue(() => parseDuration(value, flag));
 }
 
 /** The one value of a required flag, or a UsageError naming it. */

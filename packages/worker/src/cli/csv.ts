@@ -1,13 +1,12 @@
 /**
- * A small streaming CSV reader (RFC 4180) for recipient lists: fields separated by commas, records by
- * CRLF, LF or CR; a field in double quotes may hold commas, line breaks and doubled quotes (`""`).
- * Text is pushed in chunks of any size (a quote or a CRLF may be split between chunks), so a file of a
- * million rows never sits in memory. Beyond the RFC: a UTF-8 byte order mark is skipped and blank
- * lines are ignored. Malformed input (a quote inside an unquoted field, text after a closing quote, a
- * quote left open at the end) is a {@link CsvError} naming the line.
+ * Recipient lists in CSV (RFC 4180), read with csv-parse as a stream: a file of a million rows never
+ * sits in memory. Fields are separated by commas, records by CRLF, LF or CR; a field in double quotes
+ * may hold commas, line breaks and doubled quotes (`""`). Beyond the RFC: a UTF-8 byte order mark is
+ * skipped and blank lines are ignored. Malformed input is a {@link CsvError} naming the line.
  */
-import { StringDecoder } from 'node:string_decoder';
+import { pipeline } from 'node:stream';
 import { ValidationError } from '@mailroom/core';
+import { type CsvError as CsvParseError, parse } from 'csv-parse';
 
 /** One record: its fields and the (1-based) line it starts on. */
 export interface CsvRecord {
@@ -20,149 +19,110 @@ export class CsvError extends ValidationError {
   override name = 'CsvError';
   readonly line: number;
 
-  constructor(line: number, reason: string) {
-    super(`line ${line}: ${reason}`, { field: `line ${line}` });
+  constructor(line: number, reason: string, options: { cause?: unknown } = {}) {
+    super(`line ${line}: ${reason}`, { field: `line ${line}`, ...options });
     this.line = line;
   }
 }
 
-type State = 'field-start' | 'unquoted' | 'quoted' | 'quote-in-quoted';
+/**
+ * Numbers records by the line they start on, from the records themselves: a record spans one line
+ * plus the line breaks inside its quoted fields (a CRLF is one). csv-parse's own count is not used
+ * for records: it tells where a record ends, and counts a CRLF inside quotes as two lines.
+ */
+class LineCounter {
+  /** The line the next record starts on. */
+  next = 1;
+  /** CRLFs inside quoted fields so far: lines csv-parse counted twice. */
+  #doubled = 0;
 
-const QUOTE = 0x22;
-const COMMA = 0x2c;
-const LF = 0x0a;
-const CR = 0x0d;
-
-/** The push parser under {@link parseCsv}: `push(text)` returns the records completed so far. */
-export class CsvParser {
-  #state: State = 'field-start';
-  #field = '';
-  #record: string[] = [];
-  /** The current physical line. */
-  #line = 1;
-  #recordLine = 1;
-  /** Line where the open quoted field started (for "quote never closed"). */
-  #quoteLine = 1;
-  /** The previous character was a CR: a LF right after it is the same line break. */
-  #afterCr = false;
-  #started = false;
-  #ended = false;
-
-  push(text: string): CsvRecord[] {
-    if (this.#ended) throw new Error('CsvParser.push() after end()');
-    const out: CsvRecord[] = [];
-    let start = 0;
-    if (!this.#started && text.length > 0) {
-      this.#started = true;
-      if (text.charCodeAt(0) === 0xfeff) start = 1;
+  /** Takes the next record (a blank line included): returns the line it starts on. */
+  take(fields: readonly string[]): number {
+    const line = this.next;
+    let breaks = 0;
+    for (const field of fields) {
+      if (!field.includes('\n') && !field.includes('\r')) continue;
+      breaks += field.match(LINE_BREAK)?.length ?? 0;
+      this.#doubled += field.match(CRLF)?.length ?? 0;
     }
-    for (let i = start; i < text.length; i++) {
-      const char = text[i] as string;
-      const crLf = char === '\n' && this.#afterCr;
-      this.#afterCr = char === '\r';
-      if (crLf && this.#state !== 'quoted') continue; // the LF of a CRLF that already ended the record
-      switch (this.#state) {
-        case 'field-start':
-          if (this.#record.length === 0) this.#recordLine = this.#line;
-          if (char === '"') {
-            this.#state = 'quoted';
-            this.#quoteLine = this.#line;
-          } else if (char === ',') {
-            this.#record.push('');
-          } else if (char === '\r' || char === '\n') {
-            this.#endRecord(out, this.#record.length === 0);
-          } else {
-            this.#field = char;
-            this.#state = 'unquoted';
-          }
-          break;
-        case 'unquoted':
-          if (char === ',') this.#endField();
-          else if (char === '\r' || char === '\n') this.#endRecord(out, false);
-          else if (char === '"') {
-            throw new CsvError(
-              this.#line,
-              'a quote inside an unquoted field (quote the whole field and double the quote)',
-            );
-          } else i = this.#appendRun(text, i, false);
-          break;
-        case 'quoted':
-          if (char === '"') this.#state = 'quote-in-quoted';
-          else if (char === '\n' || char === '\r') {
-            this.#field += char;
-            if (!crLf) this.#line++;
-          } else i = this.#appendRun(text, i, true);
-          break;
-        case 'quote-in-quoted':
-          if (char === '"') {
-            this.#field += '"';
-            this.#state = 'quoted';
-          } else if (char === ',') this.#endField();
-          else if (char === '\r' || char === '\n') this.#endRecord(out, false);
-          else throw new CsvError(this.#line, `unexpected ${JSON.stringify(char)} after a closing quote`);
-          break;
-      }
-    }
-    return out;
-  }
-
-  /** Ends the input: returns the last record if the text did not end with a line break. */
-  end(): CsvRecord[] {
-    if (this.#ended) return [];
-    this.#ended = true;
-    if (this.#state === 'quoted') {
-      throw new CsvError(this.#quoteLine, 'a quoted field is never closed');
-    }
-    if (this.#state === 'field-start' && this.#record.length === 0) return [];
-    const out: CsvRecord[] = [];
-    this.#endRecord(out, false);
-    return out;
+    this.next = line + breaks + 1;
+    return line;
   }
 
   /**
-   * Appends the plain characters from `start` on to the field in one piece and returns the index of
-   * the last one. One character at a time, an 8 MB field grew a rope of 8 million strings (over
-   * 300 MB of heap); a slice per chunk keeps a field about its own size. Plain characters are all
-   * but the quote and line breaks, and in an unquoted field the comma.
+   * The line of csv-parse's error, whose `lines` counts each CRLF inside quotes twice: exact, but for
+   * CRLFs inside quotes earlier in the same record (csv-parse does not tell which were).
    */
-  #appendRun(text: string, start: number, quoted: boolean): number {
-    let end = start + 1;
-    for (; end < text.length; end++) {
-      const code = text.charCodeAt(end);
-      if (code === QUOTE || code === LF || code === CR || (!quoted && code === COMMA)) break;
-    }
-    this.#field += text.slice(start, end);
-    return end - 1;
-  }
-
-  #endField(): void {
-    this.#record.push(this.#field);
-    this.#field = '';
-    this.#state = 'field-start';
-  }
-
-  #endRecord(out: CsvRecord[], blank: boolean): void {
-    if (!blank) {
-      this.#record.push(this.#field);
-      out.push({ fields: this.#record, line: this.#recordLine });
-    }
-    this.#record = [];
-    this.#field = '';
-    this.#state = 'field-start';
-    this.#line++;
+  corrected(lines: number | undefined): number {
+    return Math.max(this.next, (lines ?? this.next) - this.#doubled);
   }
 }
 
-/** Parses CSV from a stream of text or UTF-8 bytes, one record at a time. */
-export async function* parseCsv(source: AsyncIterable<string | Buffer>): AsyncGenerator<CsvRecord> {
-  const parser = new CsvParser();
-  const decoder = new StringDecoder('utf8');
-  for await (const chunk of source) {
-    yield* parser.push(typeof chunk === 'string' ? chunk : decoder.write(chunk));
+const LINE_BREAK = /\r\n|\r|\n/g;
+const CRLF = /\r\n/g;
+
+/** csv-parse's error, in mailroom's words, at its line. */
+function toCsvError(error: CsvParseError, lines: LineCounter): CsvError {
+  const at = lines.corrected(error.lines as number | undefined);
+  switch (error.code) {
+    case 'INVALID_OPENING_QUOTE':
+      return new CsvError(
+        at,
+        'a quote inside an unquoted field (quote the whole field and double the quote)',
+        {
+          cause: error,
+        },
+      );
+    case 'CSV_INVALID_CLOSING_QUOTE':
+      return new CsvError(at, 'text after a closing quote (a quote inside a quoted field must be doubled)', {
+        cause: error,
+      });
+    case 'CSV_QUOTE_NOT_CLOSED':
+      // Found at the end of the file; what matters is where the record with the open quote starts.
+      return new CsvError(lines.next, 'a quoted field is never closed', { cause: error });
+    default:
+      return new CsvError(at, error.message, { cause: error });
   }
-  const tail = decoder.end();
-  if (tail) yield* parser.push(tail);
-  yield* parser.end();
+}
+
+/**
+ * Parses CSV from a stream of text or bytes (UTF-8), one record at a time, pulling more input only
+ * as records are consumed. Throws {@link CsvError} for malformed CSV, after every record before the
+ * error; an error of `source` (a read error) comes through unchanged. Stopping early releases `source`.
+ */
+export async function* parseCsv(source: AsyncIterable<string | Buffer>): AsyncGenerator<CsvRecord> {
+  // A malformed record is reported to on_skip and parsing goes on, so the stream (and the records
+  // parsed before the error, waiting in its buffer) is not destroyed: the loop below stops at the
+  // error's place (`records`: how many records csv-parse had parsed before it) and throws it.
+  let malformed: CsvParseError | undefined;
+  const parser = parse({
+    bom: true,
+    // Blank lines come through as [''] and are skipped below, where they are counted as lines (a
+    // line holding only "" looks the same, and is skipped too: a record with nothing in it).
+    skip_empty_lines: false,
+    // Checked against the header by parseCsvRows, with its own message.
+    relax_column_count: true,
+    // Mixed line breaks in one file (a CRLF export appended to by a Unix tool) all end records;
+    // CRLF first, or its CR would end a record on its own.
+    record_delimiter: ['\r\n', '\n', '\r'],
+    skip_records_with_error: true,
+    on_skip: (error) => {
+      if (error) malformed ??= error;
+    },
+  });
+  // pipeline: an error of the source destroys the parser with it (the loop below throws it), and a
+  // consumer that stops early destroys the parser, which destroys the source (closing its file).
+  pipeline(source, parser, () => {});
+  const lines = new LineCounter();
+  let parsed = 0;
+  for await (const fields of parser as AsyncIterable<string[]>) {
+    if (malformed !== undefined && parsed >= (malformed.records as number)) break;
+    parsed++;
+    const line = lines.take(fields);
+    if (fields.length === 1 && fields[0] === '') continue; // a blank line
+    yield { fields, line };
+  }
+  if (malformed !== undefined) throw toCsvError(malformed, lines);
 }
 
 /** A data row keyed by the header row's names. */

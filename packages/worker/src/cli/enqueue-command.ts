@@ -6,7 +6,7 @@ import {
   parseWith,
   ValidationError,
 } from '@mailroom/core';
-import { checkMessage, type Producer } from '@mailroom/producer';
+import { type CheckedMessage, checkMessage, type Producer } from '@mailroom/producer';
 import { z } from 'zod';
 import { formatCount, positiveIntegerFlag, printJson, readLines, withProducer } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
@@ -66,6 +66,8 @@ const BATCHES_PER_CALL = 20;
 
 interface LineMessage {
   message: EmailMessage;
+  /** Its checked wire form: what gets enqueued (validated and serialized once). */
+  checked: CheckedMessage;
   /** The wire message's own failSilently intent (false for plain lines). */
   failSilently: boolean;
 }
@@ -84,7 +86,7 @@ function messageFromLine(text: string, line: number): LineMessage {
     );
   }
   try {
-    let result: LineMessage;
+    let result: Omit<LineMessage, 'checked'>;
     if ('v' in data) {
       result = decodeWire(data, 'message');
     } else {
@@ -102,8 +104,7 @@ function messageFromLine(text: string, line: number): LineMessage {
       if (plain.html !== undefined) message.attachAlternative(plain.html, 'text/html');
       result = { message, failSilently: false };
     }
-    checkMessage(result.message);
-    return result;
+    return { ...result, checked: checkMessage(result.message) };
   } catch (error) {
     if (error instanceof ValidationError || error instanceof TypeError) {
       throw new InputError(`line ${line}: ${error.message}`);
@@ -135,7 +136,7 @@ async function enqueueAll(
 ): Promise<Totals> {
   const totals: Totals = { messages: 0, jobs: 0, duplicates: 0 };
   const callSize = producer.options.batchSize * BATCHES_PER_CALL;
-  let chunk: EmailMessage[] = [];
+  let chunk: CheckedMessage[] = [];
   let chunkSilently = false;
   let chunkIndex = 0;
   let firstLine = 0;
@@ -186,7 +187,7 @@ async function enqueueAll(
       chunkSilently = silently;
       firstLine = item.line;
     }
-    chunk.push(item.message);
+    chunk.push(item.checked);
     lastLine = item.line;
   }
   await flush();

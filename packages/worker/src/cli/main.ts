@@ -1,3 +1,5 @@
+/** The `mailroom` command line: dispatches to a command, prints the usage, the version and errors. */
+import { readFileSync } from 'node:fs';
 import { coerceError } from '@mailroom/core';
 import { campaignCommand, campaignUsage } from './campaign-command.js';
 import { enqueueCommand, enqueueUsage } from './enqueue-command.js';
@@ -5,12 +7,13 @@ import { failedCommand, failedUsage } from './failed-command.js';
 import { type CliContext, EXIT, exitCodeFor, printLines, println, UsageError } from './io.js';
 import { sendCommand, sendUsage } from './send-command.js';
 import { statsCommand, statsUsage } from './stats-command.js';
+import { didYouMean } from './suggest.js';
 import { workerCommand, workerUsage } from './worker-command.js';
 
 /** A subcommand: runs and returns the exit code. */
 type Command = (argv: string[], context: CliContext) => Promise<number>;
 
-const commands: Record<string, { run: Command; usage: string; summary: string }> = {
+const commands: Readonly<Record<string, { run: Command; usage: string; summary: string }>> = {
   worker: { run: workerCommand, usage: workerUsage, summary: 'run a worker (until SIGTERM/SIGINT)' },
   send: {
     run: sendCommand,
@@ -27,11 +30,6 @@ const commands: Record<string, { run: Command; usage: string; summary: string }>
   stats: { run: statsCommand, usage: statsUsage, summary: 'job counts of the queue and its campaigns' },
 };
 
-/** Registers a subcommand (the CLI modules add theirs). */
-export function addCommand(name: string, run: Command, usage: string, summary: string): void {
-  commands[name] = { run, usage, summary };
-}
-
 function mainUsage(): string {
   const width = Math.max(...Object.keys(commands).map((name) => name.length));
   const lines = Object.entries(commands).map(
@@ -42,8 +40,19 @@ function mainUsage(): string {
 Commands:
 ${lines.join('\n')}
 
-Run "mailroom <command> --help" for a command's flags.
+Run "mailroom <command> --help" for a command's flags, "mailroom --version" for the version.
 Exit codes: 0 ok, 1 failed, 2 usage or invalid input, 3 configuration error, 4 Redis or server unreachable.`;
+}
+
+/**
+ * The version of @mailroom/worker, read from its package.json: `../../package.json` from both
+ * src/cli/ (run from source) and dist/cli/ (built).
+ */
+function version(): string {
+  const manifest = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return manifest.version;
 }
 
 /** Runs the CLI with arguments (without node and script) and returns the exit code. */
@@ -53,9 +62,14 @@ export async function run(argv: string[], context: CliContext): Promise<number> 
     printLines(name === undefined ? context.stderr : context.stdout, mainUsage());
     return name === undefined ? EXIT.usage : EXIT.ok;
   }
-  const command = commands[name];
+  if (name === '--version' || name === '-V') {
+    println(context.stdout, version());
+    return EXIT.ok;
+  }
+  const command = Object.hasOwn(commands, name) ? commands[name] : undefined;
   if (!command) {
-    println(context.stderr, `mailroom: unknown command ${JSON.stringify(name)}`);
+    const known = name.startsWith('-') ? ['--help', '--version'] : Object.keys(commands);
+    println(context.stderr, `mailroom: unknown command ${JSON.stringify(name)}${didYouMean(name, known)}`);
     printLines(context.stderr, `\n${mainUsage()}`);
     return EXIT.usage;
   }

@@ -1,10 +1,11 @@
+/** Campaign progress for people: the status report, the one-line progress bar and `--watch`. */
 import { type CampaignStatus, campaignStatus, type Producer } from '@mailroom/producer';
 import { formatCount, formatSeconds, printJson } from './common.js';
 import { type CliContext, println } from './io.js';
 import { forTerminal } from './terminal.js';
 
 /** States after which a campaign sends nothing more: `status --watch` stops there. */
-export const FINISHED_STATES: ReadonlySet<string> = new Set(['completed', 'cancelled', 'interrupted']);
+const FINISHED_STATES: ReadonlySet<string> = new Set(['completed', 'cancelled', 'interrupted']);
 
 const BAR_WIDTH = 20;
 

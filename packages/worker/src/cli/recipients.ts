@@ -1,3 +1,4 @@
+/** The recipients file of `mailroom campaign start`, CSV or JSON Lines, streamed with line numbers. */
 import { extname } from 'node:path';
 import type { CampaignRecipient } from '@mailroom/producer';
 import { describeFileError, openInputFile, readLines } from './common.js';
@@ -25,7 +26,8 @@ export interface RecipientLine {
 
 async function* fromCsv(path: string): AsyncGenerator<RecipientLine> {
   const handle = await openInputFile(path, '--recipients');
-  const stream = handle.createReadStream({ encoding: 'utf8' });
+  // Bytes, not text: csv-parse decodes UTF-8 itself (a character split between chunks included).
+  const stream = handle.createReadStream();
   try {
     // Every column is a template variable: {{ name }}, {{ city }}...
     for await (const row of parseCsvRows(stream, 'email')) {

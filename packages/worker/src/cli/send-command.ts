@@ -1,13 +1,15 @@
+/** `mailroom send`: one message built from flags, enqueued for the workers or sent at once (--now). */
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import {
   type DeliveryOutcome,
   EmailMultiAlternatives,
   getConnection,
+  parseAddress,
   settings,
   ValidationError,
 } from '@mailroom/core';
-import { checkMessage } from '@mailroom/producer';
+import { type CheckedMessage, checkMessage } from '@mailroom/producer';
 import {
   describeFileError,
   parseHeaderFlags,
@@ -76,6 +78,34 @@ const flags = {
 
 type SendFlags = ReturnType<typeof parseFlags<typeof flags>>['values'];
 
+const ADDRESS_FLAGS = ['from', 'to', 'cc', 'bcc', 'reply-to'] as const;
+
+/**
+ * Refuses an address flag that is not one address with a domain. Core accepts a bare local part
+ * (`root`, as Django does: local delivery); on the command line `--to bob` is a typo, not a wish to
+ * mail the local user bob through a remote relay.
+ */
+function checkAddressFlags(values: SendFlags): void {
+  for (const name of ADDRESS_FLAGS) {
+    const value = values[name];
+    for (const address of typeof value === 'string' ? [value] : (value ?? [])) {
+      let addrSpec: string;
+      try {
+        ({ addrSpec } = parseAddress(address, `--${name}`));
+      } catch (error) {
+        if (error instanceof ValidationError) throw new InputError(`--${name}: ${error.message}`);
+        throw error;
+      }
+      // The domain follows the last @ outside a quoted local part ("a@b"@example.com).
+      if (addrSpec.lastIndexOf('@') < addrSpec.lastIndexOf('"') || !addrSpec.includes('@')) {
+        throw new InputError(
+          `--${name} ${JSON.stringify(address)} has no domain: give a full address such as ${addrSpec}@example.com`,
+        );
+      }
+    }
+  }
+}
+
 /** Builds the message from the flags; every check core makes at enqueue time runs here too. */
 async function buildMessage(values: SendFlags): Promise<EmailMultiAlternatives> {
   const fromEmail = required(values.from, '--from', 'send');
@@ -91,6 +121,7 @@ async function buildMessage(values: SendFlags): Promise<EmailMultiAlternatives> 
   if (!values.to?.length && !values.cc?.length && !values.bcc?.length) {
     throw new UsageError('--to is required (or --cc/--bcc): the message needs a recipient');
   }
+  checkAddressFlags(values);
   const message = new EmailMultiAlternatives({
     subject,
     body,
@@ -206,9 +237,11 @@ export async function sendCommand(argv: string[], context: CliContext): Promise<
     throw new UsageError('--queue and --idempotency-key only apply when enqueueing, not with --now');
   }
   const message = await buildMessage(values);
-  // The same checks the producer makes, before anything connects (headers, addresses, size).
+  // The same checks the producer makes, before anything connects (headers, addresses, size); the
+  // checked form is what gets enqueued.
+  let checked: CheckedMessage;
   try {
-    checkMessage(message);
+    checked = checkMessage(message);
   } catch (error) {
     if (error instanceof ValidationError || error instanceof TypeError) {
       throw new InputError(`invalid message: ${error.message}`);
@@ -219,7 +252,7 @@ export async function sendCommand(argv: string[], context: CliContext): Promise<
 
   return withProducer(context, { queue: values.queue }, async (producer) => {
     const key = values['idempotency-key'];
-    const result = await producer.enqueue(message, key === undefined ? {} : { idempotencyKey: key });
+    const result = await producer.enqueue(checked, key === undefined ? {} : { idempotencyKey: key });
     const jobId = result.jobIds[0] ?? null;
     if (values.json) {
       printJson(context, {

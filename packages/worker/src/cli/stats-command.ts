@@ -1,5 +1,6 @@
 import { MailError } from '@mailroom/core';
-import { type CampaignStatus, campaignStatus, listCampaigns, redactRedisUrl } from '@mailroom/producer';
+import { redactRedisUrl } from '@mailroom/core/protocol';
+import { type CampaignStatus, campaignStatus, listCampaigns } from '@mailroom/producer';
 import { formatCount, printJson, readQueueEnvironment, withProducer } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
 import { type CliContext, EXIT, println, UsageError } from './io.js';

@@ -1,13 +1,13 @@
-import { settings } from '@mailroom/core';
-import { redactRedisUrl } from '@mailroom/producer';
+import { parseDuration, parseRateLimit, settings } from '@mailroom/core';
+import { redactRedisUrl } from '@mailroom/core/protocol';
 import { pino } from 'pino';
-import { parseDuration, readWorkerEnvironment } from '../config.js';
+import { readWorkerEnvironment } from '../config.js';
 import { startMetricsServer } from '../http.js';
 import { PrometheusMetrics } from '../metrics.js';
-import { parseRateLimit } from '../rate-limit.js';
 import { createWorker } from '../worker.js';
 import { type FlagSpec, parseFlags } from './flags.js';
-import { type CliContext, EXIT, jsonLogStream, println, UsageError } from './io.js';
+import { type CliContext, EXIT, println, UsageError } from './io.js';
+import { chooseLogFormat, workerLogStream } from './log-stream.js';
 
 export const workerUsage = `Usage: mailroom worker [flags]
 
@@ -21,11 +21,13 @@ Flags (environment variable, default):
   --attempts <n>             MAILROOM_ATTEMPTS (5): delivery attempts per batch
   --shutdown-timeout <dur>   MAILROOM_SHUTDOWN_TIMEOUT (10s)
   --metrics-port <port>      MAILROOM_METRICS_PORT (off): serves /metrics, /healthz, /readyz
+  --pretty                   LOG_FORMAT=pretty: readable log lines (default on a terminal; else JSON)
 Also read: REDIS_URL, MAILROOM_PREFIX, MAILROOM_BACKOFF, MAILROOM_LOCK_DURATION,
 MAILROOM_STALLED_INTERVAL, MAILROOM_MAX_STALLED_COUNT, MAILROOM_CONNECTION_IDLE (5s: how long an open
 SMTP connection waits for the next batch; 0 closes it after every batch), MAILROOM_MAX_UNPACKED_BYTES
-(24 MiB: a batch inflating past it is dead-lettered as invalid), LOG_LEVEL, and EMAIL_* for the
-backend.`;
+(24 MiB: a batch inflating past it is dead-lettered as invalid), MAILROOM_SMTP_TIMEOUT (60s: the
+SMTP timeout when EMAIL_TIMEOUT is not set), LOG_LEVEL, LOG_FORMAT (json or pretty), and EMAIL_* for
+the backend.`;
 
 const flags = {
   queue: { type: 'string' },
@@ -34,6 +36,7 @@ const flags = {
   attempts: { type: 'string' },
   'shutdown-timeout': { type: 'string' },
   'metrics-port': { type: 'string' },
+  pretty: { type: 'boolean' },
 } satisfies FlagSpec;
 
 function describeBackend(): string {
@@ -72,10 +75,16 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
     );
   }
 
-  // The logs quote SMTP replies and addresses; a worker is often watched on a terminal.
+  // The logs quote SMTP replies and addresses; a worker is often watched on a terminal: both formats
+  // are escaped for it (log-stream.ts).
+  const logFormat = chooseLogFormat({
+    pretty: values.pretty === true,
+    logFormat: context.env.LOG_FORMAT,
+    isTTY: context.stdout.isTTY,
+  });
   const logger = pino(
     { name: 'mailroom-worker', level: context.env.LOG_LEVEL ?? 'info' },
-    jsonLogStream(context.stdout),
+    workerLogStream(context.stdout, logFormat, context.env),
   );
   const metrics = new PrometheusMetrics();
   const worker = createWorker({
@@ -102,15 +111,9 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
           live: () => true,
           ready: () => worker.isReady(),
         });
-  const rate = rateLimit ? `${rateLimit.max}/${rateLimit.duration}ms` : 'none';
-  println(
-    context.stderr,
-    `mailroom worker pid=${process.pid} queue=${queue} redis=${redactRedisUrl(env.redisUrl)} backend=${describeBackend()} ` +
-      `concurrency=${concurrency} rate=${rate} attempts=${attempts} metrics=${server ? `:${server.port}` : 'off'}`,
-  );
-
   const signals = context.signals ?? process;
-  await new Promise<void>((resolve) => {
+  // Listening before the banner goes out: whoever waits for the banner may signal at once.
+  const stopped = new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) {
@@ -124,6 +127,14 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
     signals.on('SIGTERM', () => stop('SIGTERM'));
     signals.on('SIGINT', () => stop('SIGINT'));
   });
+  const rate = rateLimit ? `${rateLimit.max}/${rateLimit.duration}ms` : 'none';
+  println(
+    context.stderr,
+    `mailroom worker pid=${process.pid} queue=${queue} redis=${redactRedisUrl(env.redisUrl)} backend=${describeBackend()} ` +
+      `concurrency=${concurrency} rate=${rate} attempts=${attempts} metrics=${server ? `:${server.port}` : 'off'}`,
+  );
+
+  await stopped;
   await worker.close();
   await server?.close();
   return EXIT.ok;

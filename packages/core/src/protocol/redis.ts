@@ -1,5 +1,6 @@
-import { MailError } from '@mailroom/core';
+/** Redis connections both sides make: createRedis, waitForRedis, and descriptions without credentials. */
 import { Redis, type RedisOptions } from 'ioredis';
+import { MailError } from '../errors.js';
 
 /** Where Redis is: a `redis://` URL, ioredis options, or a ready ioredis client (not closed by us). */
 export type RedisInput = string | RedisOptions | Redis;

@@ -1,45 +1,35 @@
+/** The batch job: its name, its zod schema (and the types derived from it), packing and parsing. */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import { parseWith, ValidationError, WIRE_VERSION, type WireMessage } from '@mailroom/core';
 import { z } from 'zod';
-import { producerDefaults } from './defaults.js';
+import { ValidationError } from '../errors.js';
+import { parseWith, WIRE_VERSION, type WireMessage } from '../wire.js';
+import { MAX_BATCH_MESSAGES, unpackedBatchLimit } from './defaults.js';
 
 /** Name of every batch job on the queue. */
 export const BATCH_JOB_NAME = 'batch';
 
 /**
- * Payload of one batch job: the messages in wire form, sent over one connection by a worker. The
- * producer writes them `packed`: the UTF-8 JSON array of wire messages, deflated (raw) and base64
- * encoded. A batch of similar messages (a newsletter) shrinks about 40x, which keeps Redis small and,
- * above all, keeps the big strings out of ioredis, whose per-byte cost dominated enqueueing (see
- * BENCHMARKS.md). A job may also carry a plain `messages` array (hand-made jobs, debugging); the
- * worker reads both.
- */
-export interface BatchJobData {
-  /** Wire format version of the batch envelope (the messages carry their own `v`). */
-  v: typeof WIRE_VERSION;
-  /** base64(deflateRaw(UTF-8 JSON of WireMessage[])). */
-  packed?: string | undefined;
-  /** The messages, unpacked (when `packed` is absent). */
-  messages?: WireMessage[] | undefined;
-  /** Number of messages (for listings without unpacking). */
-  count?: number | undefined;
-  /** Campaign the batch belongs to, when enqueued by a campaign. */
-  campaign?: string | undefined;
-  /** Epoch ms when the batch was enqueued (latency metrics). */
-  enqueuedAt: number;
-}
-
-/**
- * Schema of the batch envelope. The messages are checked one by one with the wire schema by the
+ * Schema of one batch job's payload: the messages in wire form, sent over one connection by a
+ * worker. The producer writes them `packed`: the UTF-8 JSON array of wire messages, deflated (raw)
+ * and base64 encoded. A batch of similar messages (a newsletter) shrinks about 40x, which keeps Redis
+ * small and, above all, keeps the big strings out of ioredis, whose per-byte cost dominated
+ * enqueueing (see BENCHMARKS.md). A job may also carry a plain `messages` array (hand-made jobs,
+ * debugging); the worker reads both. The messages are checked one by one with the wire schema by the
  * worker (decodeWire), so one malformed message fails alone instead of costing its batch.
  */
 export const batchJobSchema = z
   .strictObject({
+    /** Wire format version of the batch envelope (the messages carry their own `v`). */
     v: z.literal(WIRE_VERSION),
+    /** base64(deflateRaw(UTF-8 JSON of WireMessage[])). */
     packed: z.string().min(1).optional(),
-    messages: z.array(z.unknown()).min(1).optional(),
+    /** The messages, unpacked (when `packed` is absent). */
+    messages: z.array(z.unknown()).min(1).max(MAX_BATCH_MESSAGES).optional(),
+    /** Number of messages (for listings without unpacking). */
     count: z.number().int().positive().optional(),
+    /** Campaign the batch belongs to, when enqueued by a campaign. */
     campaign: z.string().min(1).optional(),
+    /** Epoch ms when the batch was enqueued (latency metrics). */
     enqueuedAt: z.number().int().nonnegative(),
   })
   .refine((job) => (job.packed === undefined) !== (job.messages === undefined), {
@@ -47,37 +37,17 @@ export const batchJobSchema = z
     path: ['messages'],
   });
 
+/** Payload of one batch job, as the producer writes it (see {@link batchJobSchema}). */
+export type BatchJobData = z.input<typeof batchJobSchema>;
+
 /** The parsed batch envelope: the messages unpacked, still to be decoded one by one. */
-export interface ParsedBatchJob {
-  v: typeof WIRE_VERSION;
+export type ParsedBatchJob = Pick<z.output<typeof batchJobSchema>, 'v' | 'campaign' | 'enqueuedAt'> & {
   messages: unknown[];
-  campaign?: string | undefined;
-  enqueuedAt: number;
-}
+};
 
 const encoder = new TextEncoder();
 
-/**
- * UTF-8 bytes one UTF-16 unit of a JSON string can take: 3 for most non-ASCII characters, 6 for a
- * control character or lone surrogate, which JSON.stringify escapes as `\u0001`.
- */
-const MAX_JSON_BYTES_PER_UNIT = 6;
-
-/**
- * The most bytes a batch written by a producer with these limits (default producerDefaults) inflates
- * to: the cap {@link unpackMessages} puts on what it inflates. The producer closes a batch once its
- * messages reach `maxBatchBytes` counted in UTF-16 units of JSON, not bytes (checkMessage's cheap
- * estimate), so a batch of several messages may hold up to 6 bytes per unit counted; a message
- * alone may be up to `maxMessageBytes` real bytes. The 2 bytes are the array's brackets (each
- * message is estimated at more bytes than its comma costs). Defaults: 24 MiB + 2 bytes.
- */
-export function unpackedBatchLimit(
-  limits: { maxBatchBytes: number; maxMessageBytes: number } = producerDefaults,
-): number {
-  return Math.max(MAX_JSON_BYTES_PER_UNIT * limits.maxBatchBytes, limits.maxMessageBytes) + 2;
-}
-
-/** Packs wire messages for a batch job (see {@link BatchJobData}). */
+/** Packs wire messages for a batch job's `packed` field (see {@link batchJobSchema}). */
 export function packMessages(messages: readonly WireMessage[]): string {
   // Level 1: nearly all of the gain for a fraction of the time of the default level.
   return deflateRawSync(encoder.encode(JSON.stringify(messages)), { level: 1 }).toString('base64');
@@ -114,6 +84,12 @@ export function unpackMessages(packed: string, maxBytes: number = unpackedBatchL
       field: 'job.packed',
     });
   }
+  if (parsed.length > MAX_BATCH_MESSAGES) {
+    throw new ValidationError(
+      `Invalid job.packed: ${parsed.length} messages, more than a batch holds (${MAX_BATCH_MESSAGES})`,
+      { field: 'job.packed' },
+    );
+  }
   return parsed;
 }
 
@@ -124,8 +100,9 @@ function notPacked(error: unknown): ValidationError {
 }
 
 /**
- * Validates a batch job payload read back from Redis and unpacks it, inflating at most
- * `maxUnpackedBytes` (default {@link unpackedBatchLimit}); throws ValidationError naming the field.
+ * Validates a batch job payload read back from Redis with the schema that wrote it and unpacks it,
+ * inflating at most `maxUnpackedBytes` (default {@link unpackedBatchLimit}); throws ValidationError
+ * naming the field.
  */
 export function parseBatchJob(data: unknown, options: { maxUnpackedBytes?: number } = {}): ParsedBatchJob {
   const job = parseWith(batchJobSchema, data, 'job');

@@ -1,14 +1,19 @@
+/** Every Redis key name of a queue: mailroom's own and the BullMQ ones mailroom reads or writes. */
+
+/** BullMQ's lists and sorted sets of a queue's jobs, by state (QueueGetters.commandByType). */
+export type BullJobSet = 'wait' | 'active' | 'prioritized' | 'delayed' | 'failed' | 'completed';
+
 /**
- * Names of mailroom's own Redis keys. All of them start with `<prefix>:<queue>:`, the same namespace
- * as BullMQ's keys for the queue, so one hash tag (`{mailroom}`) covers everything (Redis Cluster,
+ * Names of a queue's Redis keys. All of them start with `<prefix>:<queue>:`, the same namespace as
+ * BullMQ's keys for the queue, so one hash tag (`{mailroom}`) covers everything (Redis Cluster,
  * Valkey, Dragonfly) and one pattern finds everything a queue owns.
  */
 export interface QueueKeys {
   /** `<prefix>:<queue>`, BullMQ's own base. */
   readonly base: string;
-  /** Per-job delivery ledger: hash of message index → outcome, written as each message settles. */
+  /** Per-job delivery ledger: hash of message index → outcome, written as each message settles (worker). */
   ledger(jobId: string): string;
-  /** Global rate-limit state (GCRA theoretical arrival time), shared by all replicas. */
+  /** Global rate-limit state (GCRA theoretical arrival time), shared by all replicas (worker). */
   readonly rate: string;
   /** Set of campaign ids known on this queue. */
   readonly campaigns: string;
@@ -18,7 +23,7 @@ export interface QueueKeys {
    * so a process that finds it gone or changed knows Redis lost its data (epoch.ts).
    */
   readonly epoch: string;
-  /** Campaign state and counters (hash). */
+  /** Campaign state and counters (hash; fields in campaign-record.ts). */
   campaign(id: string): string;
   /** Per-second sent counters of a campaign (hash), for the rate and ETA. */
   campaignRate(id: string): string;
@@ -27,10 +32,18 @@ export interface QueueKeys {
    * field = 8 bytes of the SHA-1 of the lowercased address (compact listpacks, ~12 bytes/recipient).
    */
   campaignSeen(id: string): string;
+  /** Set of the chunk keys a campaign has counted, so a chunk read again is not counted twice. */
+  campaignChunks(id: string): string;
   /** Failure reasons of a campaign (hash reason → count). */
   campaignFailures(id: string): string;
   /** The first invalid recipients of a campaign with their reasons (list of JSON records). */
   campaignInvalid(id: string): string;
+  /** BullMQ's lock of a job being processed (value: the worker's token). */
+  jobLock(jobId: string): string;
+  /** BullMQ's deduplication key (value: the job id), which carries idempotency keys. */
+  deduplication(id: string): string;
+  /** BullMQ's list or sorted set of the jobs in one state. */
+  jobSet(state: BullJobSet): string;
 }
 
 /** Key names for a queue under a prefix. */
@@ -45,7 +58,11 @@ export function queueKeys(prefix: string, queue: string): QueueKeys {
     campaign: (id) => `${base}:campaign:${id}`,
     campaignRate: (id) => `${base}:campaign:${id}:rate`,
     campaignSeen: (id) => `${base}:campaign:${id}:seen`,
+    campaignChunks: (id) => `${base}:campaign:${id}:chunks`,
     campaignFailures: (id) => `${base}:campaign:${id}:failures`,
     campaignInvalid: (id) => `${base}:campaign:${id}:invalid`,
+    jobLock: (jobId) => `${base}:${jobId}:lock`,
+    deduplication: (id) => `${base}:de:${id}`,
+    jobSet: (state) => `${base}:${state}`,
   };
 }

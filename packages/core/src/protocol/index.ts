@@ -1,0 +1,59 @@
+/** The queue protocol (`@mailroom/core/protocol`): everything the producer and the worker must agree on. */
+export {
+  BATCH_JOB_NAME,
+  type BatchJobData,
+  batchJobSchema,
+  type ParsedBatchJob,
+  packMessages,
+  parseBatchJob,
+  unpackMessages,
+} from './batch-job.js';
+export {
+  CAMPAIGN_FIELDS,
+  CAMPAIGN_STATES,
+  type CampaignField,
+  INVALID_REASON,
+  INVALID_ROWS_KEPT,
+  type StoredCampaignState,
+} from './campaign-record.js';
+export {
+  DAY,
+  HOUR,
+  MAX_BATCH_MESSAGES,
+  MINUTE,
+  protocolDefaults,
+  SECOND,
+  unpackedBatchLimit,
+} from './defaults.js';
+export {
+  type CampaignProgress,
+  type DataLoss,
+  DataLossError,
+  describeProgress,
+  EPOCH_FIELDS,
+  type EpochMarker,
+  type KnownJobCounts,
+  LOST_CAMPAIGN_RETENTION,
+  type LostCampaign,
+  lostCampaign,
+  lostCampaignField,
+  parseEpochMarker,
+  type RecordedLoss,
+  readEpochMarker,
+} from './epoch-marker.js';
+export { type EpochLogger, EpochWatch, type EpochWatchOptions } from './epoch-watch.js';
+export { type BullJobSet, type QueueKeys, queueKeys } from './keys.js';
+export {
+  decodeEntry,
+  encodeEntry,
+  FINAL_STATES,
+  LEDGER_ATTEMPT_FIELD,
+  LEDGER_MESSAGE_PREFIX,
+  LEDGER_STATES,
+  type LedgerEntry,
+  type LedgerState,
+  ledgerMessageField,
+  type RefusedRecipient,
+} from './ledger-entry.js';
+export { createRedis, describeRedis, type RedisInput, redactRedisUrl, waitForRedis } from './redis.js';
+export { type MailroomCommands, registerScripts, type ScriptedRedis } from './scripts.js';
