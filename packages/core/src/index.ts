@@ -1,3 +1,4 @@
+/** The public API of @mailroom/core: the django.core.mail port, settings and the wire format. */
 export { envelopeAddress, type ParsedAddress, parseAddress, parseAddressList } from './address.js';
 export {
   type BackendOptions,

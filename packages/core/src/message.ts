@@ -1,3 +1,4 @@
+/** Django's EmailMessage and EmailMultiAlternatives: the message model, its checks and its rendering. */
 import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';

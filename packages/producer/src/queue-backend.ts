@@ -1,3 +1,4 @@
+/** The `queue` email backend: plain sendMail() and send() enqueue through a shared producer. */
 import {
   type BackendOptions,
   BaseEmailBackend,

@@ -1,3 +1,4 @@
+/** Campaign templates: `{{ path }}` placeholders, escaped for their output, with a size cap; no code runs. */
 import { ValidationError } from '@mailroom/core';
 import { producerDefaults } from './defaults.js';
 

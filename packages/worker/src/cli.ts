@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/** The `mailroom` executable: runs the CLI and turns a closed pipe or an uncaught error into an exit code. */
 import { inspect } from 'node:util';
 import { EXIT } from './cli/io.js';
 import { run } from './cli/main.js';

@@ -1,3 +1,4 @@
+/** Open backend connections kept between batches (each batch still uses exactly one). */
 import { type BaseEmailBackend, coerceError } from '@mailroom/core';
 import type { Logger } from 'pino';
 

@@ -1,3 +1,4 @@
+/** The worker's HTTP endpoint: /metrics, /healthz and /readyz. */
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 

@@ -1,3 +1,4 @@
+/** The worker's Prometheus metrics: sent, failed and retried messages, batches, latencies, connections. */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** What the worker reports as it works; {@link PrometheusMetrics} is the implementation. */

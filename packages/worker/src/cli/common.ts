@@ -1,6 +1,15 @@
 /** What the CLI commands share: the queue settings, an open producer, input files, flag values, output. */
 import { type FileHandle, open, readFile } from 'node:fs/promises';
-import { ConfigError, coerceError, parseDuration, parsePositiveInteger, readSettings } from '@mailroom/core';
+import {
+  ConfigError,
+  coerceError,
+  parseDuration,
+  parsePort,
+  parsePositiveInteger,
+  parseRateLimit,
+  type RateLimit,
+  readSettings,
+} from '@mailroom/core';
 import { createProducer, type Producer } from '@mailroom/producer';
 import { pino } from 'pino';
 import { type CliContext, InputError, jsonLogStream, UsageError } from './io.js';
@@ -144,6 +153,16 @@ export function positiveIntegerFlag(value: string, flag: string): number {
 /** A flag value that must be a duration (`500ms`, `2s`, `1m`; a plain number is seconds; core's parseDuration). Returns ms. */
 export function durationFlag(value: string, flag: string): number {
   return flagValue(() => parseDuration(value, flag));
+}
+
+/** A flag value that must be a port number, 0 (any free port) included (core's parsePort). */
+export function portFlag(value: string, flag: string): number {
+  return flagValue(() => parsePort(value, flag, { allowZero: true }));
+}
+
+/** A flag value that must be a rate limit (`200/s`, `10000/h`; core's parseRateLimit). */
+export function rateLimitFlag(value: string, flag: string): RateLimit {
+  return flagValue(() => parseRateLimit(value, flag));
 }
 
 /** The one value of a required flag, or a UsageError naming it. */

@@ -1,3 +1,4 @@
+/** `mailroom enqueue <file.jsonl>`: check every line, then enqueue them in idempotent chunks. */
 import {
   decodeWire,
   type EmailMessage,

@@ -1,3 +1,4 @@
+/** CLI input and output: exit codes, usage and input errors, and the escaped writers every command prints with. */
 import type { Writable } from 'node:stream';
 import { ConfigError, MailError, ValidationError } from '@mailroom/core';
 import { forTerminal } from './terminal.js';

@@ -1,4 +1,5 @@
 /** Campaign progress for people: the status report, the one-line progress bar and `--watch`. */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type CampaignStatus, campaignStatus, type Producer } from '@mailroom/producer';
 import { formatCount, formatSeconds, printJson } from './common.js';
 import { type CliContext, println } from './io.js';
@@ -85,18 +86,9 @@ export function statusReport(status: CampaignStatus): string {
   return rows.map(([label, value]) => `${label.padEnd(12)} ${forTerminal(value)}`).join('\n');
 }
 
-/** Sleeps, waking early when the signal aborts. */
+/** Sleeps, waking early (without an error) when the signal aborts. */
 function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
+  return sleep(ms, undefined, signal ? { signal } : {}).catch(() => {});
 }
 
 /** Options of {@link watchCampaign}. */

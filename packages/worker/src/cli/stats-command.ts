@@ -1,3 +1,4 @@
+/** `mailroom stats`: queue job counts and campaigns. */
 import { MailError } from '@mailroom/core';
 import { redactRedisUrl } from '@mailroom/core/protocol';
 import { type CampaignStatus, campaignStatus, listCampaigns } from '@mailroom/producer';

@@ -1,12 +1,14 @@
-import { parseDuration, parseRateLimit, settings } from '@mailroom/core';
+/** `mailroom worker`: a worker process configured from the environment and flags, until SIGTERM/SIGINT. */
+import { settings } from '@mailroom/core';
 import { redactRedisUrl } from '@mailroom/core/protocol';
 import { pino } from 'pino';
 import { readWorkerEnvironment } from '../config.js';
 import { startMetricsServer } from '../http.js';
 import { PrometheusMetrics } from '../metrics.js';
 import { createWorker } from '../worker.js';
+import { durationFlag, portFlag, positiveIntegerFlag, rateLimitFlag } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
-import { type CliContext, EXIT, println, UsageError } from './io.js';
+import { type CliContext, EXIT, println } from './io.js';
 import { chooseLogFormat, workerLogStream } from './log-stream.js';
 
 export const workerUsage = `Usage: mailroom worker [flags]
@@ -47,33 +49,25 @@ function describeBackend(): string {
   return `smtp(${settings.EMAIL_HOST}:${settings.EMAIL_PORT}${security}${auth})`;
 }
 
-function positiveInt(value: string, flag: string): number {
-  const number = Number(value);
-  if (!Number.isInteger(number) || number < 1)
-    throw new UsageError(`${flag} must be a positive integer (got ${JSON.stringify(value)})`);
-  return number;
-}
-
 /** `mailroom worker`: runs until SIGTERM/SIGINT, then shuts down gracefully. */
 export async function workerCommand(argv: string[], context: CliContext): Promise<number> {
   const { values } = parseFlags(argv, flags, workerUsage);
   const env = readWorkerEnvironment(context.env);
   const queue = values.queue ?? env.queue;
-  const concurrency = values.concurrency ? positiveInt(values.concurrency, '--concurrency') : env.concurrency;
-  const attempts = values.attempts ? positiveInt(values.attempts, '--attempts') : env.attempts;
-  const rateLimit = values['rate-limit'] ? parseRateLimit(values['rate-limit']) : env.rateLimit;
+  const concurrency = values.concurrency
+    ? positiveIntegerFlag(values.concurrency, '--concurrency')
+    : env.concurrency;
+  const attempts = values.attempts ? positiveIntegerFlag(values.attempts, '--attempts') : env.attempts;
+  const rateLimit = values['rate-limit']
+    ? rateLimitFlag(values['rate-limit'], '--rate-limit')
+    : env.rateLimit;
   const shutdownTimeout = values['shutdown-timeout']
-    ? parseDuration(values['shutdown-timeout'], '--shutdown-timeout')
+    ? durationFlag(values['shutdown-timeout'], '--shutdown-timeout')
     : env.shutdownTimeout;
-  const metricsPort = values['metrics-port'] !== undefined ? Number(values['metrics-port']) : env.metricsPort;
-  if (
-    metricsPort !== undefined &&
-    (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)
-  ) {
-    throw new UsageError(
-      `--metrics-port must be a port number (got ${JSON.stringify(values['metrics-port'])})`,
-    );
-  }
+  const metricsPort =
+    values['metrics-port'] !== undefined
+      ? portFlag(values['metrics-port'], '--metrics-port')
+      : env.metricsPort;
 
   // The logs quote SMTP replies and addresses; a worker is often watched on a terminal: both formats
   // are escaped for it (log-stream.ts).
