@@ -2,6 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isNotConnectionError, type Job, type Worker } from 'bullmq';
 import { workerDefaults } from './defaults.js';
+import { type CounterRepair, guardJobCounters } from './job-counters.js';
 import { MailroomWorker } from './unreadable-jobs.js';
 
 type BatchJob = MailroomWorker extends Worker<infer Data> ? Job<Data> : never;
@@ -19,6 +20,21 @@ type BatchJob = MailroomWorker extends Worker<infer Data> ? Job<Data> : never;
 export class BullWorker extends MailroomWorker {
   readonly #closing = new AbortController();
   #failedFetches = 0;
+
+  /**
+   * Told of each job counter that was not an integer and got a stand-in (see job-counters.ts); the
+   * job goes on. Default: nothing. MUST not throw.
+   */
+  onCounterRepair: (repair: CounterRepair) => void = () => {};
+
+  protected override createBackend(): void {
+    super.createBackend();
+    // Called from BullMQ's constructor, before this class's fields exist: both are read later.
+    guardJobCounters(this.backend, {
+      tokenPrefix: () => `${this.id}:`,
+      onRepair: (repair) => this.onCounterRepair(repair),
+    });
+  }
 
   protected override async moveToActive(token: string, name?: string): Promise<BatchJob> {
     try {

@@ -323,6 +323,8 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
     maxStalledCount,
   });
   bullWorker.on('error', (error) => errorLog.log('error', { err: error.message }, 'worker error'));
+  bullWorker.onCounterRepair = ({ jobId, field, value, standIn }) =>
+    logger.error({ jobId, field, value, standIn }, 'job counter is not an integer: repaired, job goes on');
   bullWorker.on('active', (job) => dataLoss.noteCampaign(job.data?.campaign));
   // Once BullMQ has recorded a completion the batch can never run again: a clean batch's ledger has
   // done its job. One with failures (sent with failSilently) keeps it for ledgerTtl: the record of
