@@ -224,6 +224,19 @@ export async function runMailroomIntoPipe(
     // Its own process group, so a timeout kills bash AND the pipeline it runs.
     detached: true,
   });
+  return collectDetached(child, started, `mailroom ${args.join(' ')} | ${reader}`, options);
+}
+
+/**
+ * Collects the output of a child spawned `detached` (its own process group) until it closes; a
+ * timeout kills the whole group (the shell or `script` AND what it runs).
+ */
+function collectDetached(
+  child: ChildProcess,
+  started: number,
+  what: string,
+  options: Omit<RunOptions, 'input'>,
+): Promise<MailroomResult> {
   let out = '';
   let err = '';
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -245,7 +258,7 @@ export async function runMailroomIntoPipe(
         process.kill(-(child.pid as number), 'SIGKILL');
     },
     started,
-    { what: `mailroom ${args.join(' ')} | ${reader}`, timeoutMs: options.timeoutMs ?? 60_000 },
+    { what, timeoutMs: options.timeoutMs ?? 60_000 },
   );
 }
 
@@ -275,27 +288,5 @@ export async function runMailroomInTerminal(
     // Its own process group, so a timeout kills script AND the command it runs.
     detached: true,
   });
-  let out = '';
-  let err = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    out += chunk;
-    options.onOutput?.(out);
-  });
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    err += chunk;
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('close', (code, signal) => resolve({ code, signal }));
-  });
-  return finish(
-    exited,
-    () => out,
-    () => err,
-    () => {
-      if (child.exitCode === null && child.signalCode === null)
-        process.kill(-(child.pid as number), 'SIGKILL');
-    },
-    started,
-    { what: `mailroom ${args.join(' ')} (in a terminal)`, timeoutMs: options.timeoutMs ?? 60_000 },
-  );
+  return collectDetached(child, started, `mailroom ${args.join(' ')} (in a terminal)`, options);
 }

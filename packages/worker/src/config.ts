@@ -1,6 +1,7 @@
 /** The worker's settings: MAILROOM_* from the core settings over workerDefaults, and createWorker's options over both. */
 import { ConfigError, parseRateLimit, type RateLimit, readSettings, validateQueueName } from '@mailroom/core';
 import { workerDefaults } from './defaults.js';
+import type { WorkerOptions } from './worker.js';
 
 /** Worker settings read from the environment (MAILROOM_*, REDIS_URL), defaults applied, before flags or options override them. */
 export interface WorkerEnvironment {
@@ -55,25 +56,24 @@ export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): Wor
 }
 
 /** The createWorker options whose defaults come from the settings (WorkerOptions documents each). */
-export interface SettingsBackedOptions {
-  queue?: string;
-  prefix?: string;
-  concurrency?: number;
-  /** `null`: no limit, whatever MAILROOM_RATE_LIMIT says. */
-  rateLimit?: string | RateLimit | null;
-  attempts?: number;
-  backoff?: { delay?: number; maxDelay?: number };
-  shutdownTimeout?: number;
-  lockDuration?: number;
-  stalledInterval?: number;
-  maxStalledCount?: number;
-  maxReconnects?: number;
-  connectionIdleTimeout?: number;
-  maxMessagesPerConnection?: number;
-  maxUnpackedBytes?: number;
-  /** `null`: no SMTP timeout, whatever MAILROOM_SMTP_TIMEOUT says (EMAIL_TIMEOUT still applies). */
-  smtpTimeout?: number | null;
-}
+export type SettingsBackedOptions = Pick<
+  WorkerOptions,
+  | 'queue'
+  | 'prefix'
+  | 'concurrency'
+  | 'rateLimit'
+  | 'attempts'
+  | 'backoff'
+  | 'shutdownTimeout'
+  | 'lockDuration'
+  | 'stalledInterval'
+  | 'maxStalledCount'
+  | 'maxReconnects'
+  | 'connectionIdleTimeout'
+  | 'maxMessagesPerConnection'
+  | 'maxUnpackedBytes'
+  | 'smtpTimeout'
+>;
 
 /** What {@link resolveWorkerOptions} returns: every option with its value in effect. */
 export interface ResolvedWorkerOptions {
