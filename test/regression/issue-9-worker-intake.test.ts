@@ -6,14 +6,14 @@
  * the worker cannot read is a dead letter with the reason, logged with its id, and the worker goes on.
  * The producer accepted queue names the worker refused (`x:y`, ''): now both apply one rule.
  */
-import { once } from 'node:events';
-import { createDeflateRaw, inflateRawSync } from 'node:zlib';
+import { inflateRawSync } from 'node:zlib';
 import { ConfigError, EmailMessage, QUEUE_NAME_RULE, toWire } from '@mailroom/core';
 import { createProducer } from '@mailroom/producer';
 import { createWorker, type MailWorker, workerDefaults } from '@mailroom/worker';
 import type { Queue } from 'bullmq';
 import { describe, expect, it } from 'vitest';
 import { bullmqQueue, type QueueRig, queueIdle, queueRig, useHarness } from '../support/harness.js';
+import { deflateBomb } from '../support/hostile.js';
 import { PREFIX, REDIS_URL } from '../support/redis.js';
 import { captureLogger, waitUntil } from '../support/wait.js';
 
@@ -84,20 +84,6 @@ async function goodMessageDelivered(rig: Intake): Promise<void> {
   await rig.server.waitForMessages(1);
   await queueIdle(rig.producer, 30_000);
   expect(rig.server.messages.map((received) => received.to)).toEqual([['good@example.com']]);
-}
-
-/** base64(deflateRaw(`bytes` zero bytes)), made a MiB at a time so that the test itself stays small. */
-async function deflateBomb(bytes: number): Promise<string> {
-  const deflate = createDeflateRaw({ level: 9 });
-  const chunks: Buffer[] = [];
-  deflate.on('data', (chunk: Buffer) => chunks.push(chunk));
-  const zeros = Buffer.alloc(MiB);
-  for (let written = 0; written < bytes; written += zeros.length) {
-    if (!deflate.write(zeros)) await once(deflate, 'drain');
-  }
-  deflate.end();
-  await once(deflate, 'end');
-  return Buffer.concat(chunks).toString('base64');
 }
 
 /** Peak resident memory of this process so far (a high-water mark: it catches a spike already over). */

@@ -1,7 +1,9 @@
 /**
  * Hostile input shared by the injection tests: the characters of the issue-9 attack run and a
- * checker of raw header bytes as they reached an SMTP server.
+ * checker of raw header bytes as they reached an SMTP server, and a deflate bomb.
  */
+import { once } from 'node:events';
+import { createDeflateRaw } from 'node:zlib';
 
 /** Line breaks, other controls, and the low-byte look-alikes (U+010D ends in 0x0D, U+010A in 0x0A). */
 export const HOSTILE_CHARACTERS: Record<string, string> = {
@@ -59,4 +61,18 @@ export function headerProblems(raw: Buffer): string[] {
     if (/^bcc:/i.test(line)) problems.push(`an injected Bcc line: ${JSON.stringify(line)}`);
   }
   return problems;
+}
+
+/** base64(deflateRaw(`bytes` zero bytes)), made a MiB at a time so that making it takes no memory. */
+export async function deflateBomb(bytes: number): Promise<string> {
+  const deflate = createDeflateRaw({ level: 9 });
+  const chunks: Buffer[] = [];
+  deflate.on('data', (chunk: Buffer) => chunks.push(chunk));
+  const zeros = Buffer.alloc(1024 * 1024);
+  for (let written = 0; written < bytes; written += zeros.length) {
+    if (!deflate.write(zeros)) await once(deflate, 'drain');
+  }
+  deflate.end();
+  await once(deflate, 'end');
+  return Buffer.concat(chunks).toString('base64');
 }

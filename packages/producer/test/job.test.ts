@@ -3,32 +3,18 @@
  * inflates no more than a producer could have written, so that a deflate bomb costs a worker nothing
  * (issue 9).
  */
-import { once } from 'node:events';
-import { createDeflateRaw, deflateRawSync } from 'node:zlib';
+import { deflateRawSync } from 'node:zlib';
 import { EmailMessage, toWire, ValidationError } from '@mailroom/core';
 import { packMessages, parseBatchJob, unpackedBatchLimit } from '@mailroom/core/protocol';
 import { checkMessage, producerDefaults } from '@mailroom/producer';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { deflateBomb } from '../../../test/support/hostile.js';
 
 const MiB = 1024 * 1024;
 
 function batchJob(packed: string) {
   return { v: 1, packed, count: 1, enqueuedAt: 0 };
-}
-
-/** base64(deflateRaw(`bytes` zero bytes)), made a MiB at a time so that making it takes no memory. */
-async function deflateBomb(bytes: number): Promise<string> {
-  const deflate = createDeflateRaw({ level: 9 });
-  const chunks: Buffer[] = [];
-  deflate.on('data', (chunk: Buffer) => chunks.push(chunk));
-  const zeros = Buffer.alloc(MiB);
-  for (let written = 0; written < bytes; written += zeros.length) {
-    if (!deflate.write(zeros)) await once(deflate, 'drain');
-  }
-  deflate.end();
-  await once(deflate, 'end');
-  return Buffer.concat(chunks).toString('base64');
 }
 
 /** base64(deflateRaw(text)): a packed field that inflates to exactly `text`'s UTF-8 bytes. */
