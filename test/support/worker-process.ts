@@ -213,9 +213,7 @@ export async function runMailroomIntoPipe(
   options: Omit<RunOptions, 'input'> = {},
 ): Promise<MailroomResult> {
   const started = Date.now();
-  const command = [process.execPath, '--conditions=source', '--import', 'tsx', CLI, ...args]
-    .map(shellQuote)
-    .join(' ');
+  const command = shellCommand(args);
   const script = `${command} | ${reader}; status=\${PIPESTATUS[0]}; exit "$status"`;
   const child = spawn('bash', ['-c', script], {
     cwd: ROOT,
@@ -262,6 +260,11 @@ function collectDetached(
   );
 }
 
+/** `mailroom <args>` from source as one shell command line (for bash -c and script -c). */
+function shellCommand(args: string[]): string {
+  return [process.execPath, '--conditions=source', '--import', 'tsx', CLI, ...args].map(shellQuote).join(' ');
+}
+
 /** Quotes a word for `sh -c`. */
 function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
@@ -278,9 +281,7 @@ export async function runMailroomInTerminal(
   options: Omit<RunOptions, 'input'> = {},
 ): Promise<MailroomResult> {
   const started = Date.now();
-  const command = [process.execPath, '--conditions=source', '--import', 'tsx', CLI, ...args]
-    .map(shellQuote)
-    .join(' ');
+  const command = shellCommand(args);
   const child = spawn('script', ['-qfec', command, '/dev/null'], {
     cwd: ROOT,
     env: baseEnvironment({ COLUMNS: '120', LINES: '40', ...env }),

@@ -1,10 +1,11 @@
 /** Last step of a batch: carry out the decision (record, then complete, retry, put back or dead-letter). */
 import type { FailureReason } from '@mailroom/core';
+import type { LedgerEntry } from '@mailroom/core/protocol';
 import { DelayedError, type Job, UnrecoverableError, WaitingError } from 'bullmq';
 import type { Logger } from 'pino';
 import type { BatchCounts, BatchDecision } from './decide.js';
 import { workerDefaults } from './defaults.js';
-import type { BatchRef, Ledger, LedgerEntry } from './ledger.js';
+import type { BatchRef, Ledger } from './ledger.js';
 import type { WorkerMetrics } from './metrics.js';
 
 /** Exponential backoff with "equal jitter": half the delay fixed, half random. */

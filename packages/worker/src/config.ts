@@ -23,11 +23,6 @@ export interface WorkerEnvironment {
   smtpTimeout: number;
 }
 
-/** MAILROOM_SMTP_TIMEOUT in ms (a duration above 0; env or configure()), default workerDefaults.smtpTimeout. */
-export function readSmtpTimeout(env: NodeJS.ProcessEnv = process.env): number {
-  return readSettings(env).MAILROOM_SMTP_TIMEOUT ?? workerDefaults.smtpTimeout;
-}
-
 /**
  * The worker's settings: each MAILROOM_* setting that is set, else its workerDefaults value, and
  * REDIS_URL. Read through the core settings, so the environment and configure() count the same way
@@ -51,7 +46,7 @@ export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): Wor
     metricsPort: settings.MAILROOM_METRICS_PORT ?? undefined,
     connectionIdleTimeout: settings.MAILROOM_CONNECTION_IDLE ?? workerDefaults.connectionIdleTimeout,
     maxUnpackedBytes: settings.MAILROOM_MAX_UNPACKED_BYTES,
-    smtpTimeout: readSmtpTimeout(env),
+    smtpTimeout: settings.MAILROOM_SMTP_TIMEOUT ?? workerDefaults.smtpTimeout,
   };
 }
 

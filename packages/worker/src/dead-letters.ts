@@ -3,11 +3,11 @@
  * without sending anyone a message twice. `mailroom failed list|retry` is a thin layer over these.
  */
 import { coerceError } from '@mailroom/core';
-import { parseBatchJob } from '@mailroom/core/protocol';
+import { FINAL_STATES, type LedgerEntry, parseBatchJob } from '@mailroom/core/protocol';
 import type { Producer } from '@mailroom/producer';
 import type { Job } from 'bullmq';
 import { workerDefaults } from './defaults.js';
-import { FINAL_STATES, Ledger, type LedgerEntry } from './ledger.js';
+import { Ledger } from './ledger.js';
 import { truncateRecipients } from './settle.js';
 
 /** One failed message of a dead-lettered job. */

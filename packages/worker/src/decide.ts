@@ -1,8 +1,7 @@
 /** What happens to a batch job once its delivery attempt ended: a pure decision, tested on its own. */
 import type { FailureReason } from '@mailroom/core';
-import { CAMPAIGN_STATES } from '@mailroom/core/protocol';
+import { CAMPAIGN_STATES, FINAL_STATES, type LedgerEntry } from '@mailroom/core/protocol';
 import type { StopReason } from './deliver-batch.js';
-import { FINAL_STATES, type LedgerEntry } from './ledger.js';
 import { exhaust, shortDetail } from './settle.js';
 
 /** Everything {@link decideBatch} looks at, as it stands after the delivery attempt. */

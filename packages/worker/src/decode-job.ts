@@ -3,6 +3,8 @@ import { coerceError, decodeWire, ValidationError } from '@mailroom/core';
 import {
   BATCH_JOB_NAME,
   type BatchJobData,
+  FINAL_STATES,
+  type LedgerEntry,
   type ParsedBatchJob,
   parseBatchJob,
 } from '@mailroom/core/protocol';
@@ -10,7 +12,7 @@ import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { PendingMessage } from './deliver-batch.js';
-import { type BatchRef, FINAL_STATES, type Ledger, type LedgerEntry } from './ledger.js';
+import type { BatchRef, Ledger } from './ledger.js';
 import type { WorkerMetrics } from './metrics.js';
 import { shortDetail } from './settle.js';
 import { standInForUnreadableJob, unreadableJobs } from './unreadable-jobs.js';

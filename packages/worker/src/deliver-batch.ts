@@ -1,9 +1,10 @@
 /** Step two of a batch: send its pending messages over ONE connection, recording each as it settles. */
 import type { BaseEmailBackend, EmailMessage } from '@mailroom/core';
 import { coerceError } from '@mailroom/core';
+import type { LedgerEntry } from '@mailroom/core/protocol';
 import { CAMPAIGN_STATES } from '@mailroom/core/protocol';
 import type { Logger } from 'pino';
-import type { BatchRef, BatchStatus, Ledger, LedgerEntry } from './ledger.js';
+import type { BatchRef, BatchStatus, Ledger } from './ledger.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { RateLimiter } from './rate-limit.js';
 import { settle, truncateRecipients } from './settle.js';

@@ -12,19 +12,6 @@ import {
 } from '@mailroom/core/protocol';
 import type { Redis } from 'ioredis';
 
-/**
- * Re-exports of the ledger record's format, which lives in @mailroom/core/protocol (ledger-entry.ts)
- * beside the Lua scripts that read it; kept so that imports from here keep working.
- */
-export {
-  decodeEntry,
-  encodeEntry,
-  FINAL_STATES,
-  type LedgerEntry,
-  type LedgerState,
-  type RefusedRecipient,
-} from '@mailroom/core/protocol';
-
 /** What the worker must know before sending the next message of a batch. */
 export interface BatchStatus {
   /** False when another worker took the job over (our lock expired): stop sending at once. */

@@ -1,6 +1,6 @@
 /** Turning a delivery outcome into a ledger entry: delivered, retry only the refused-with-4xx, or failed. */
 import type { DeliveryOutcome } from '@mailroom/core';
-import type { LedgerEntry, RefusedRecipient } from './ledger.js';
+import type { LedgerEntry, RefusedRecipient } from '@mailroom/core/protocol';
 
 const MAX_DETAIL = 300;
 

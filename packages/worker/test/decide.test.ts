@@ -1,8 +1,9 @@
 /** The decide step of a batch on its own: every combination of outcomes, attempts, pause, cancel, shutdown. */
+
+import type { LedgerEntry } from '@mailroom/core/protocol';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type BatchOutcome, decideBatch } from '../src/decide.js';
-import type { LedgerEntry } from '../src/ledger.js';
 
 const delivered: LedgerEntry = { state: 'd', accepted: ['a@example.com'] };
 const refused: LedgerEntry = { state: 'f', reason: 'rejected', code: 550, detail: 'No such user' };
