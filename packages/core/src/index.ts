@@ -4,11 +4,15 @@ export {
   type BackendOptions,
   BaseEmailBackend,
   type DeliverOptions,
+  type DeliverStreamResult,
   type DeliveryOutcome,
   deliveredOutcome,
   type Envelope,
   failedOutcome,
   type RecipientRefusal,
+  type SettleItem,
+  type StreamItem,
+  type StreamSource,
 } from './backends/base.js';
 export { ConsoleBackend, type ConsoleBackendOptions } from './backends/console.js';
 export { DummyBackend } from './backends/dummy.js';
@@ -23,7 +27,19 @@ export {
   registerBackend,
   registeredBackends,
 } from './backends/registry.js';
-export { SmtpBackend, type SmtpBackendOptions } from './backends/smtp.js';
+export { DEFAULT_PIPELINE_WINDOW, SmtpBackend, type SmtpBackendOptions } from './backends/smtp.js';
+export { framePayload, MAX_LINE_OCTETS, type PayloadMode } from './smtp/payload.js';
+export { ReplyParser, type SmtpReply } from './smtp/reply.js';
+export {
+  type SettleTransaction,
+  type SmtpAuth,
+  type SmtpExtensions,
+  SmtpSession,
+  type SmtpSessionOptions,
+  type SmtpTransaction,
+  type StreamResult,
+  type TransactionSource,
+} from './smtp/session.js';
 export { type Classification, classifyDeliveryError, type FailureReason } from './classify.js';
 export {
   BadHeaderError,

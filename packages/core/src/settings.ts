@@ -87,6 +87,12 @@ export interface Settings {
   MAILROOM_MAX_UNPACKED_BYTES: number;
   /** Worker: SMTP timeout in ms when EMAIL_TIMEOUT is not set, a duration above 0: a worker never waits forever. Default null (the worker's). */
   MAILROOM_SMTP_TIMEOUT: number | null;
+  /**
+   * SMTP: messages in flight per connection (pipelined across messages; with CHUNKING that many, with
+   * PIPELINING alone at most 2), 1 to 1000. Also the most a worker killed mid-window can send twice
+   * per connection. Default 16.
+   */
+  MAILROOM_PIPELINE_WINDOW: number;
 }
 
 /** Django's defaults, and mailroom's, used when neither the environment nor {@link configure} sets a value. */
@@ -124,6 +130,7 @@ export const defaultSettings = {
   MAILROOM_METRICS_PORT: null,
   MAILROOM_MAX_UNPACKED_BYTES: protocolDefaults.maxUnpackedBytes,
   MAILROOM_SMTP_TIMEOUT: null,
+  MAILROOM_PIPELINE_WINDOW: 16,
 } as const satisfies Settings;
 
 /** What {@link configure} takes for a setting: a value of its type, or its text as the environment gives it. */
@@ -231,6 +238,9 @@ const positiveDuration: Parser<number> = (value, name) => {
   return ms;
 };
 
+/** Largest MAILROOM_PIPELINE_WINDOW: beyond it a connection holds more unacknowledged mail than any server will buffer. */
+const MAX_PIPELINE_WINDOW = 1000;
+
 const parsers: { [Name in keyof Settings]: Parser<Settings[Name]> } = {
   EMAIL_BACKEND: nonEmpty,
   EMAIL_HOST: nonEmpty,
@@ -273,6 +283,20 @@ const parsers: { [Name in keyof Settings]: Parser<Settings[Name]> } = {
       ? defaultSettings.MAILROOM_MAX_UNPACKED_BYTES
       : positiveInteger(value, name),
   MAILROOM_SMTP_TIMEOUT: unsetOr(positiveDuration),
+  MAILROOM_PIPELINE_WINDOW: (value, name) => {
+    if (value === null || (typeof value === 'string' && value.trim() === '')) {
+      return defaultSettings.MAILROOM_PIPELINE_WINDOW;
+    }
+    const window = positiveInteger(value, name);
+    if (window > MAX_PIPELINE_WINDOW) {
+      throw invalidValue(
+        name,
+        value,
+        `must be at most ${MAX_PIPELINE_WINDOW} (messages in flight per connection)`,
+      );
+    }
+    return window;
+  },
 };
 
 const settingNames = Object.keys(defaultSettings) as (keyof Settings)[];

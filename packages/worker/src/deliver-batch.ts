@@ -1,5 +1,5 @@
-/** Step two of a batch: send its pending messages over ONE connection, recording each as it settles. */
-import type { BaseEmailBackend, EmailMessage } from '@mailroom/core';
+/** Step two of a batch: send its pending messages over ONE pipelined connection, recording outcomes in groups. */
+import type { BaseEmailBackend, DeliveryOutcome, EmailMessage, StreamItem } from '@mailroom/core';
 import { coerceError } from '@mailroom/core';
 import type { LedgerEntry } from '@mailroom/core/protocol';
 import { CAMPAIGN_STATES } from '@mailroom/core/protocol';
@@ -48,19 +48,32 @@ export interface DeliverBatchResult {
   connectionError: Error | undefined;
 }
 
+/** A message of the batch as handed to the backend's stream. */
+interface BatchItem extends StreamItem {
+  pending: PendingMessage;
+}
+
 /**
  * Sends the pending messages of one batch over ONE backend connection (reopened at most
- * `maxReconnects` times if it drops), recording each message in the ledger as soon as it settles.
- * Stops early, between messages, for shutdown, a campaign pause or cancel, or a lost connection;
- * whatever is not settled stays pending for the caller to re-queue or retry.
+ * `maxReconnects` times if it drops), pipelined: up to the backend's window (MAILROOM_PIPELINE_WINDOW)
+ * of messages are on the wire at once, and their outcomes are written to the ledger in groups, one
+ * Redis round trip for the replies that arrived together. A message keeps its place in the window
+ * until its entry is written, so a worker killed at any moment has at most one window per connection
+ * sent but not recorded (sent again by the next attempt). Stops taking new messages for shutdown, a
+ * campaign pause or cancel, a lost lock or a lost connection; what is in flight settles first (one
+ * window at most), and whatever was not sent stays pending for the caller to re-queue or retry.
  */
 export async function deliverBatch(input: DeliverBatchInput): Promise<DeliverBatchResult> {
   const { backend, ledger, logger, metrics } = input;
   const settled = new Map<number, LedgerEntry>();
+  const queue = [...input.messages];
   let stopped: StopReason | undefined;
   let connectionError: Error | undefined;
   let reconnects = 0;
   let sent = 0;
+  const writer = new GroupWriter(ledger, input.batch, (status) => {
+    stopped ??= stopReason(status);
+  });
 
   const connect = async (): Promise<boolean> => {
     try {
@@ -76,56 +89,125 @@ export async function deliverBatch(input: DeliverBatchInput): Promise<DeliverBat
     }
   };
 
+  const next = async (): Promise<BatchItem | undefined> => {
+    if (stopped) return undefined;
+    if (input.signal.aborted) {
+      stopped = 'shutdown';
+      return undefined;
+    }
+    if (queue.length === 0) return undefined;
+    if (input.rateLimiter) {
+      let waited: number;
+      try {
+        waited = await input.rateLimiter.acquire(input.signal);
+      } catch {
+        stopped = 'shutdown';
+        return undefined;
+      }
+      metrics.rateLimitWaited(waited);
+      // A long wait gives a pause, a cancel or a takeover time to happen: look again before sending.
+      if (waited >= RECHECK_AFTER_WAIT_MS) stopped ??= stopReason(await ledger.check(input.batch));
+      if (stopped) return undefined;
+    }
+    const pending = queue.shift();
+    if (!pending) return undefined;
+    sent++;
+    return pending.entry?.pending
+      ? { message: pending.message, recipients: pending.entry.pending, pending }
+      : { message: pending.message, pending };
+  };
+
+  const onSettled = (item: BatchItem, outcome: DeliveryOutcome): Promise<void> => {
+    const { pending } = item;
+    const entry = settle(outcome, pending.entry);
+    settled.set(pending.index, entry);
+    report(input, pending, entry, outcome.error);
+    if (entry.state === 't' && (entry.reason === 'connection' || entry.reason === 'timeout')) {
+      connectionError = outcome.error;
+    }
+    return writer.add(pending.index, entry);
+  };
+
   try {
     if (!(await connect())) return { settled, stopped: 'connection', connectionError };
-    for (const pending of input.messages) {
-      if (input.signal.aborted) {
-        stopped = 'shutdown';
+    for (;;) {
+      const result = await backend.deliverStream(next, onSettled);
+      // Taken but never written: back to the front, for the next connection.
+      queue.unshift(...result.unsent.map((item) => item.pending));
+      sent -= result.unsent.length;
+      if (!result.error) break;
+      connectionError = result.error;
+      if (stopped || queue.length === 0) break;
+      if (reconnects >= input.maxReconnects || !(await connect())) {
+        stopped = 'connection';
         break;
       }
-      if (input.rateLimiter) {
-        let waited: number;
-        try {
-          waited = await input.rateLimiter.acquire(input.signal);
-        } catch {
-          stopped = 'shutdown';
-          break;
-        }
-        metrics.rateLimitWaited(waited);
-        // A long wait gives a pause, a cancel or a takeover time to happen: look again before sending.
-        if (waited >= RECHECK_AFTER_WAIT_MS) {
-          stopped = stopReason(await ledger.check(input.batch));
-          if (stopped) break;
-        }
-      }
-      if (!backend.isOpen) {
-        if (reconnects >= input.maxReconnects || !(await connect())) {
-          stopped = 'connection';
-          break;
-        }
-        reconnects++;
-      }
-      sent++;
-      const outcome = await backend.deliver(
-        pending.message,
-        pending.entry?.pending ? { recipients: pending.entry.pending } : {},
-      );
-      const entry = settle(outcome, pending.entry);
-      settled.set(pending.index, entry);
-      // "Written as each message is accepted": before the next message goes out.
-      const status = await ledger.record(input.batch, pending.index, entry);
-      report(input, pending, entry, outcome.error);
-      stopped = stopReason(status);
-      if (stopped) break;
-      if (entry.state === 't' && (entry.reason === 'connection' || entry.reason === 'timeout')) {
-        connectionError = outcome.error;
-      }
+      reconnects++;
     }
   } finally {
     // MUST release the connection whatever happened above (release never throws).
     await input.release(backend, sent);
   }
   return { settled, stopped, connectionError };
+}
+
+/**
+ * Group commit of ledger entries: entries that settle while a write is on its way (or in the same
+ * tick) go together in the next write, so a window of replies costs one Redis round trip, not one
+ * per message. Each add() resolves once its entry is written.
+ */
+class GroupWriter {
+  readonly #ledger: Ledger;
+  readonly #batch: BatchRef;
+  readonly #onStatus: (status: BatchStatus) => void;
+  #entries: [number, LedgerEntry][] = [];
+  #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #writing = false;
+  #scheduled = false;
+
+  constructor(ledger: Ledger, batch: BatchRef, onStatus: (status: BatchStatus) => void) {
+    this.#ledger = ledger;
+    this.#batch = batch;
+    this.#onStatus = onStatus;
+  }
+
+  add(index: number, entry: LedgerEntry): Promise<void> {
+    this.#entries.push([index, entry]);
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+      if (!this.#scheduled && !this.#writing) {
+        this.#scheduled = true;
+        // After the replies of the same chunk have settled: they go in this write too.
+        queueMicrotask(this.#write);
+      }
+    });
+  }
+
+  readonly #write = (): void => {
+    this.#scheduled = false;
+    if (this.#writing || this.#entries.length === 0) return;
+    this.#writing = true;
+    const entries = this.#entries;
+    const waiters = this.#waiters;
+    this.#entries = [];
+    this.#waiters = [];
+    this.#ledger.recordMany(this.#batch, entries).then(
+      (status) => {
+        this.#onStatus(status);
+        for (const waiter of waiters) waiter.resolve();
+        this.#done();
+      },
+      (error: unknown) => {
+        for (const waiter of waiters) waiter.reject(error);
+        this.#done();
+      },
+    );
+  };
+
+  #done(): void {
+    this.#writing = false;
+    this.#write();
+  }
 }
 
 /** Milliseconds of rate-limit wait after which the batch status is checked again before sending. */

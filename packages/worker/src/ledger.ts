@@ -63,7 +63,7 @@ export class Ledger {
     return { entries, attempts };
   }
 
-  private keysAndArgs(batch: BatchRef, field: string, entry: string, reason: string): string[] {
+  private keysAndArgs(batch: BatchRef): string[] {
     const id = batch.campaign ?? '';
     return [
       this.#keys.ledger(batch.jobId),
@@ -71,11 +71,8 @@ export class Ledger {
       this.#keys.campaignFailures(id),
       this.#keys.campaignRate(id),
       this.#keys.jobLock(batch.jobId),
-      field,
-      entry,
       String(this.#ttl),
       id,
-      reason,
       String(Math.floor(Date.now() / 1000)),
       batch.token ?? '',
     ];
@@ -86,15 +83,25 @@ export class Ledger {
    * whether the lock is still held and the campaign's state.
    */
   async record(batch: BatchRef, index: number, entry: LedgerEntry): Promise<BatchStatus> {
-    const [held, state] = await this.#redis.mailroomRecord(
-      ...this.keysAndArgs(batch, ledgerMessageField(index), encodeEntry(entry), entry.reason ?? ''),
-    );
+    return this.recordMany(batch, [[index, entry]]);
+  }
+
+  /**
+   * Records the entries of several messages of one batch in one atomic step and one round trip (the
+   * replies a pipelined window brought back), and reports the lock and the campaign's state.
+   */
+  async recordMany(batch: BatchRef, entries: readonly (readonly [number, LedgerEntry])[]): Promise<BatchStatus> {
+    const args = this.keysAndArgs(batch);
+    for (const [index, entry] of entries) {
+      args.push(ledgerMessageField(index), encodeEntry(entry), entry.reason ?? '');
+    }
+    const [held, state] = await this.#redis.mailroomRecord(...args);
     return { lockHeld: held === 1, campaignState: state };
   }
 
   /** Lock and campaign state, without writing. */
   async check(batch: BatchRef): Promise<BatchStatus> {
-    const [held, state] = await this.#redis.mailroomCheck(...this.keysAndArgs(batch, '', '', ''));
+    const [held, state] = await this.#redis.mailroomCheck(...this.keysAndArgs(batch));
     return { lockHeld: held === 1, campaignState: state };
   }
 

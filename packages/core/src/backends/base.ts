@@ -47,6 +47,30 @@ export interface DeliverOptions {
   recipients?: readonly string[];
 }
 
+/** One message for {@link BaseEmailBackend.deliverStream}, with what the caller needs to know it again. */
+export interface StreamItem {
+  message: EmailMessage;
+  /** Send only to these envelope addresses (see {@link DeliverOptions.recipients}). */
+  recipients?: readonly string[];
+}
+
+/** Hands out the next message, or undefined to end (or stop) the stream; it may wait (a rate limit). */
+export type StreamSource<I extends StreamItem> = () => I | undefined | Promise<I | undefined>;
+
+/**
+ * Receives each message's outcome, once. A returned promise holds the message's place in the
+ * pipeline window until it settles (the worker resolves it once the outcome is recorded).
+ */
+export type SettleItem<I extends StreamItem> = (item: I, outcome: DeliveryOutcome) => void | Promise<void>;
+
+/** How {@link BaseEmailBackend.deliverStream} ended. */
+export interface DeliverStreamResult<I extends StreamItem> {
+  /** The connection failure that ended the stream early (the backend is closed then). */
+  error: Error | undefined;
+  /** Messages taken from the source but never sent: the caller sends them again. */
+  unsent: I[];
+}
+
 /** Options every backend accepts. */
 export interface BackendOptions {
   /** Swallow delivery errors (connection failures, refused messages); validation errors still throw. */
@@ -132,17 +156,54 @@ export abstract class BaseEmailBackend implements AsyncDisposable {
     if (opened === undefined) return 0;
     try {
       let sent = 0;
-      for (const message of messages) {
-        const outcome = await this.deliver(message);
+      let failure: Error | undefined;
+      // Messages not yet sent; a connection that fails hands back the ones it never wrote.
+      let queue: EmailMessage[] = [...messages];
+      const settle = (item: StreamItem, outcome: DeliveryOutcome) => {
         if (outcome.delivered) sent++;
         else if (outcome.error && (!this.failSilently || outcome.classification?.reason === 'invalid')) {
-          throw outcome.error;
+          failure ??= outcome.error;
+        }
+      };
+      while (queue.length > 0 && !failure) {
+        const pending = queue;
+        let next = 0;
+        const result = await this.deliverStream(
+          () => (failure || next >= pending.length ? undefined : { message: pending[next++] as EmailMessage }),
+          settle,
+          // Django stops at the first failure: without failSilently, nothing may be in flight behind it.
+          this.failSilently ? {} : { window: 1 },
+        );
+        queue = [...result.unsent.map((item) => item.message), ...pending.slice(next)];
+        if (!result.error || queue.length === 0) break;
+        // The connection failed: the rest go over a new one, as deliver() would reopen for each.
+        if (!this.isOpen && (await this.open()) === undefined) {
+          if (!this.failSilently) throw result.error;
+          break;
         }
       }
+      if (failure) throw failure;
       return sent;
     } finally {
       if (opened) await this.close();
     }
+  }
+
+  /**
+   * Sends messages one after the other over the open connection (opening it if needed), calling
+   * `settled` once per message with its outcome. The SMTP backend overrides this to pipeline up to
+   * `window` messages at once; every other backend sends one at a time through deliver().
+   */
+  async deliverStream<I extends StreamItem>(
+    next: StreamSource<I>,
+    settled: SettleItem<I>,
+    _options: { window?: number } = {},
+  ): Promise<DeliverStreamResult<I>> {
+    for (let item = await next(); item !== undefined; item = await next()) {
+      const outcome = await this.deliver(item.message, item.recipients ? { recipients: item.recipients } : {});
+      await settled(item, outcome);
+    }
+    return { error: undefined, unsent: [] };
   }
 
   /**

@@ -1,19 +1,24 @@
-/** The SMTP backend: one nodemailer SMTPConnection per open(), TLS, AUTH, per-recipient outcomes. */
-import { isAscii } from 'node:buffer';
+/** The SMTP backend: one pipelining SMTP session per open(), TLS, AUTH, per-recipient outcomes. */
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import SMTPConnection, { type SMTPConnectionSendInfo } from 'nodemailer/lib/smtp-connection';
-import { classifyDeliveryError } from '../classify.js';
-import { ConfigError, coerceError, DeliveryError, MailError } from '../errors.js';
+import { ConfigError, coerceError, DeliveryError } from '../errors.js';
+import type { EmailMessage } from '../message.js';
 import { settings } from '../settings.js';
+import { type SmtpAuth, SmtpSession, type SmtpSessionOptions, type SmtpTransaction } from '../smtp/session.js';
 import {
   type BackendOptions,
   BaseEmailBackend,
+  type DeliverStreamResult,
   type DeliveryOutcome,
   type Envelope,
   failedOutcome,
-  type RecipientRefusal,
+  type SettleItem,
+  type StreamItem,
+  type StreamSource,
 } from './base.js';
+
+/** Messages in flight per connection when MAILROOM_PIPELINE_WINDOW is not set. */
+export const DEFAULT_PIPELINE_WINDOW = 16;
 
 /** Options of {@link SmtpBackend}; each defaults to the EMAIL_* setting of the same meaning. */
 export interface SmtpBackendOptions extends BackendOptions {
@@ -37,110 +42,30 @@ export interface SmtpBackendOptions extends BackendOptions {
   sslKeyfile?: string | null;
   /** mailroom extension: extra Node TLS options (a private CA, servername...). */
   tlsOptions?: ConnectionOptions;
-  /** mailroom extension: the name sent with EHLO. Default: nodemailer's (the host name). */
+  /** mailroom extension: the name sent with EHLO. Default: the host name when it is a domain, else `[address]`. */
   clientName?: string;
-}
-
-type SmtpError = Error & {
-  code?: string;
-  responseCode?: number;
-  response?: string;
-  command?: string;
-  recipient?: string;
-  rejectedErrors?: SmtpError[];
-};
-
-/**
- * Runs one SMTPConnection command and settles when it completes. nodemailer reports socket, TLS and
- * timeout failures only as an 'error' event (then 'end'), never through the pending command's
- * callback (nodemailer's own SMTP transport listens the same way), so without these listeners a
- * refused connection or a greeting timeout would leave the command waiting forever.
- */
-function smtpCommand<T = void>(
-  connection: SMTPConnection,
-  start: (callback: (error?: Error | null, result?: T) => void) => void,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let settled = false;
-    const finish = (error?: Error | null, result?: T) => {
-      if (settled) return;
-      settled = true;
-      connection.off('error', finish);
-      connection.off('end', onEnd);
-      if (error) reject(error);
-      else resolve(result as T);
-    };
-    const onEnd = () =>
-      finish(
-        new DeliveryError('SMTP connection closed unexpectedly', { code: 'ECONNECTION', command: 'CONN' }),
-      );
-    connection.once('error', finish);
-    connection.once('end', onEnd);
-    start(finish);
-  });
+  /** mailroom extension: AUTH mechanism (default XOAUTH2 with accessToken, else PLAIN, else LOGIN). */
+  authMethod?: 'PLAIN' | 'LOGIN' | 'XOAUTH2';
+  /** mailroom extension: OAuth 2.0 bearer token for XOAUTH2 with `username` (a function is asked at each connection). */
+  accessToken?: string | (() => string | Promise<string>);
+  /**
+   * mailroom extension: messages in flight per connection (MAILROOM_PIPELINE_WINDOW, default 16).
+   * Used by deliverStream() and by sendMessages() with failSilently; without failSilently,
+   * sendMessages() sends one message at a time, so that it stops at the first failure as Django does.
+   */
+  pipelineWindow?: number;
+  /** mailroom extension: use PIPELINING / CHUNKING when the server offers them. Default true. */
+  pipelining?: boolean;
+  /** See `pipelining`. */
+  chunking?: boolean;
 }
 
 /**
- * A nodemailer error as a {@link DeliveryError} (the one error family, errors.ts), keeping its code,
- * reply, command and recipient, with the original as `cause`. A message refused for its only
- * recipient names that recipient.
- */
-function deliveryError(error: SmtpError, message = error.message, command = error.command): DeliveryError {
-  const recipient =
-    error.recipient ?? (error.rejectedErrors?.length === 1 ? error.rejectedErrors[0]?.recipient : undefined);
-  return new DeliveryError(message, {
-    ...(error.code ? { code: error.code } : {}),
-    ...(error.responseCode ? { responseCode: error.responseCode } : {}),
-    ...(error.response ? { response: error.response } : {}),
-    ...(command ? { command } : {}),
-    ...(recipient ? { recipient } : {}),
-    cause: error,
-  });
-}
-
-function refusal(error: SmtpError): RecipientRefusal {
-  const classification = classifyDeliveryError(error);
-  return {
-    recipient: error.recipient ?? '',
-    responseCode: error.responseCode,
-    response: error.response,
-    transient: classification.transient,
-    reason: classification.reason,
-  };
-}
-
-type SendStreamFactory = (this: SMTPConnection, callback: unknown) => unknown;
-const createSendStream = (SMTPConnection.prototype as unknown as { _createSendStream?: SendStreamFactory })
-  ._createSendStream;
-
-/**
- * nodemailer's SMTPConnection, writing a message's body and its terminating "." in one write
- * instead of two: the socket is corked while the body streams out (the data stream pushes the body,
- * then the terminator, on later ticks) and uncorked once they are queued. One syscall less per
- * message; the benchmark's profile showed socket writes as the worker's largest cost. Without the
- * internal hook (another nodemailer version) it is plain SMTPConnection.
- */
-class CorkedSMTPConnection extends SMTPConnection {}
-if (typeof createSendStream === 'function') {
-  Object.defineProperty(CorkedSMTPConnection.prototype, '_createSendStream', {
-    value: function (this: SMTPConnection, callback: unknown) {
-      const socket = this._socket || undefined;
-      socket?.cork();
-      try {
-        return createSendStream.call(this, callback);
-      } finally {
-        // After the nextTick chain that pipes body and terminator into the socket.
-        if (socket) setImmediate(() => socket.uncork());
-      }
-    },
-  });
-}
-
-/**
- * Django's SMTP backend over nodemailer's SMTPConnection: ONE connection per open(), reused for every
- * message until close(). A message the server refuses (5xx/4xx on MAIL, RCPT or DATA) is reported
- * and the session is reset with RSET, so the connection goes on serving the next message; only a
- * broken connection ends it. PIPELINING is used when the server offers it.
+ * Django's SMTP backend over mailroom's own SMTP session (smtp/session.ts): ONE connection per
+ * open(), reused for every message until close(). With PIPELINING the messages of
+ * {@link SmtpBackend.deliverStream} follow each other without waiting (with CHUNKING up to
+ * `pipelineWindow` at once); a message the server refuses is reported and the connection goes on
+ * serving the next one; only a broken connection ends it.
  */
 export class SmtpBackend extends BaseEmailBackend {
   readonly host: string;
@@ -151,10 +76,11 @@ export class SmtpBackend extends BaseEmailBackend {
   readonly timeout: number | null;
   readonly sslCertfile: string | null;
   readonly sslKeyfile: string | null;
+  /** Messages in flight per connection (MAILROOM_PIPELINE_WINDOW). */
+  readonly pipelineWindow: number;
   readonly #password: string;
-  readonly #tlsOptions: ConnectionOptions;
-  readonly #clientName: string | undefined;
-  #connection: SMTPConnection | null = null;
+  readonly #options: SmtpBackendOptions;
+  #session: SmtpSession | null = null;
   /** Number of SMTP connections this backend has opened (for metrics and tests). */
   connectionsOpened = 0;
 
@@ -169,8 +95,8 @@ export class SmtpBackend extends BaseEmailBackend {
     this.timeout = options.timeout === undefined ? settings.EMAIL_TIMEOUT : options.timeout;
     this.sslCertfile = options.sslCertfile === undefined ? settings.EMAIL_SSL_CERTFILE : options.sslCertfile;
     this.sslKeyfile = options.sslKeyfile === undefined ? settings.EMAIL_SSL_KEYFILE : options.sslKeyfile;
-    this.#tlsOptions = options.tlsOptions ?? {};
-    this.#clientName = options.clientName;
+    this.pipelineWindow = options.pipelineWindow ?? settings.MAILROOM_PIPELINE_WINDOW;
+    this.#options = options;
     if (this.useTls && this.useSsl) {
       throw new ConfigError(
         'EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set one of those settings to true (useTls / useSsl)',
@@ -179,146 +105,160 @@ export class SmtpBackend extends BaseEmailBackend {
     if (!Number.isInteger(this.port) || this.port < 1 || this.port > 65535) {
       throw new ConfigError(`Invalid SMTP port ${JSON.stringify(this.port)}`);
     }
+    if (!Number.isInteger(this.pipelineWindow) || this.pipelineWindow < 1) {
+      throw new ConfigError(`Invalid pipelineWindow ${JSON.stringify(this.pipelineWindow)}: a positive integer`);
+    }
   }
 
-  /** The live nodemailer connection, or null when closed. */
-  get connection(): SMTPConnection | null {
-    return this.#connection;
+  /** The live SMTP session, or null when closed. */
+  get session(): SmtpSession | null {
+    return this.#session;
   }
 
-  private connectionOptions(): SMTPConnection.Options {
-    const tls: ConnectionOptions = { ...this.#tlsOptions };
+  private sessionOptions(): SmtpSessionOptions {
+    const tls: ConnectionOptions = { ...this.#options.tlsOptions };
     if (this.sslCertfile) tls.cert = readFileSync(this.sslCertfile);
     if (this.sslKeyfile) tls.key = readFileSync(this.sslKeyfile);
-    const timeoutMs = this.timeout === null ? undefined : Math.round(this.timeout * 1000);
+    const { clientName, authMethod, accessToken, pipelining, chunking } = this.#options;
+    let auth: SmtpAuth | undefined;
+    // Django: AUTH only when both user and password are set; XOAUTH2 needs the user and a token.
+    if (this.username && (this.#password || accessToken)) {
+      auth = { user: this.username, pass: this.#password };
+      if (authMethod) auth.method = authMethod;
+      if (accessToken) auth.accessToken = accessToken;
+    }
     return {
       host: this.host,
       port: this.port,
       secure: this.useSsl,
-      requireTLS: this.useTls,
-      // Django only upgrades when EMAIL_USE_TLS is set; nodemailer would do so opportunistically.
-      ignoreTLS: !this.useTls,
+      // Django only upgrades when EMAIL_USE_TLS is set, and then requires it.
+      requireStartTls: this.useTls,
       tls,
-      ...(this.#clientName ? { name: this.#clientName } : {}),
-      ...(timeoutMs === undefined
-        ? {}
-        : { connectionTimeout: timeoutMs, greetingTimeout: timeoutMs, socketTimeout: timeoutMs }),
-      logger: false,
+      timeout: this.timeout === null ? undefined : Math.round(this.timeout * 1000),
+      ...(clientName ? { clientName } : {}),
+      ...(auth ? { auth } : {}),
+      ...(pipelining === false ? { pipelining } : {}),
+      ...(chunking === false ? { chunking } : {}),
     };
   }
 
   override async open(): Promise<boolean | undefined> {
-    if (this.#connection) return false;
-    let connection: SMTPConnection | undefined;
+    if (this.#session) return false;
+    let session: SmtpSession;
     try {
-      connection = new CorkedSMTPConnection(this.connectionOptions());
-      // SMTPConnection emits 'error' as well as failing the pending callback; without a listener
-      // the emit would crash the process. The callbacks carry the error to the caller.
-      connection.on('error', () => {});
-      connection.once('end', () => {
-        if (this.#connection === connection) this.dropConnection();
-      });
-      const opening = connection;
-      await smtpCommand(opening, (callback) => opening.connect(callback));
-      if (this.username && this.#password) {
-        await smtpCommand(opening, (callback) =>
-          opening.login({ user: this.username, pass: this.#password }, (error) => callback(error)),
-        );
-      }
+      session = await SmtpSession.connect(this.sessionOptions());
     } catch (error) {
-      connection?.close();
-      const err = coerceError(error) as SmtpError;
-      const failure = deliveryError(
-        err,
-        `Could not open SMTP connection to ${this.host}:${this.port}: ${err.message}`,
-        err.command ?? 'CONN',
-      );
+      const err = coerceError(error);
+      const failure = new DeliveryError(`Could not open SMTP connection to ${this.host}:${this.port}: ${err.message}`, {
+        ...(err.code ? { code: err.code } : {}),
+        ...(err.responseCode ? { responseCode: err.responseCode } : {}),
+        ...((err as { response?: string }).response ? { response: (err as { response?: string }).response } : {}),
+        command: (err as { command?: string }).command ?? 'CONN',
+        cause: err,
+      });
       if (this.failSilently) {
         this.lastOpenError = failure;
         return undefined;
       }
       throw failure;
     }
-    this.#connection = connection;
+    this.#session = session;
+    session.onFailure(() => {
+      if (this.#session === session) this.dropConnection();
+    });
     this.connectionsOpened++;
     await super.open();
     return true;
   }
 
   private dropConnection(): void {
-    this.#connection = null;
+    this.#session = null;
     void super.close();
   }
 
   /** Sends QUIT and closes; a connection that does not answer QUIT within a second is destroyed. */
   override async close(): Promise<void> {
-    const connection = this.#connection;
+    const session = this.#session;
     this.dropConnection();
-    if (!connection || connection.destroyed) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        connection.close();
-        resolve();
-      }, 1000);
-      timer.unref();
-      connection.once('end', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      try {
-        connection.quit();
-      } catch {
-        connection.close();
-      }
-    });
+    if (session) await session.quit();
   }
 
-  protected override async deliverRendered(envelope: Envelope, bytes: Buffer): Promise<DeliveryOutcome> {
-    const connection = this.#connection;
-    if (!connection || connection.destroyed) {
+  /**
+   * Sends the messages `next()` hands out over this connection with up to `window` (default
+   * {@link SmtpBackend.pipelineWindow}) in flight, calling `settled` once per message. Messages that
+   * cannot be rendered settle at once without touching the connection. When the connection fails,
+   * the messages in flight settle as connection failures and the ones taken but never written come
+   * back in `unsent`; the backend is closed then.
+   */
+  override async deliverStream<I extends StreamItem>(
+    next: StreamSource<I>,
+    settled: SettleItem<I>,
+    options: { window?: number } = {},
+  ): Promise<DeliverStreamResult<I>> {
+    if (!this.#session && (await this.open()) === undefined) {
+      return { error: this.lastOpenError, unsent: [] };
+    }
+    const session = this.#session;
+    if (!session) {
+      return { error: new DeliveryError('SMTP connection is closed', { code: 'ECONNECTION', command: 'CONN' }), unsent: [] };
+    }
+    const source = async (): Promise<SmtpTransaction<I> | undefined> => {
+      for (;;) {
+        const item = await next();
+        if (item === undefined) return undefined;
+        let envelope: Envelope;
+        let bytes: Buffer;
+        try {
+          envelope = this.envelope(item.message, item.recipients ? { recipients: item.recipients } : {});
+          if (envelope.to.length === 0) {
+            await settled(item, { delivered: false, accepted: [], refused: [] });
+            continue;
+          }
+          bytes = item.message.message();
+        } catch (error) {
+          await settled(item, failedOutcome(error));
+          continue;
+        }
+        return { item, envelope, bytes, smtpUtf8: needsSmtpUtf8(item.message) };
+      }
+    };
+    const result = await session.stream(source, settled, options.window ?? this.pipelineWindow);
+    if (result.error && this.#session === session) this.dropConnection();
+    return result;
+  }
+
+  protected override async deliverRendered(
+    envelope: Envelope,
+    bytes: Buffer,
+    message: EmailMessage,
+  ): Promise<DeliveryOutcome> {
+    const session = this.#session;
+    if (!session || session.closed) {
       this.dropConnection();
       return failedOutcome(
         new DeliveryError('SMTP connection is closed', { code: 'ECONNECTION', command: 'CONN' }),
       );
     }
-    try {
-      const info = await smtpCommand<SMTPConnectionSendInfo>(connection, (callback) =>
-        connection.send(
-          { from: envelope.from, to: envelope.to, size: bytes.length, use8BitMime: !isAscii(bytes) },
-          bytes,
-          (error, result) => callback(error, result as SMTPConnectionSendInfo),
-        ),
-      );
-      return {
-        delivered: info.accepted.length > 0,
-        accepted: [...info.accepted],
-        refused: (info.rejectedErrors ?? []).map((error) => refusal(error as SmtpError)),
-        response: info.response,
-      };
-    } catch (error) {
-      const err = coerceError(error) as SmtpError;
-      await this.resetAfterFailure(connection);
-      // Callers (sendMessages without failSilently, the worker) get the error family, not nodemailer's.
-      const outcome = failedOutcome(err instanceof MailError ? err : deliveryError(err));
-      if (err.rejectedErrors) outcome.refused = err.rejectedErrors.map(refusal);
-      return outcome;
-    }
+    let outcome: DeliveryOutcome | undefined;
+    let given = false;
+    const result = await session.stream(
+      () => {
+        if (given) return undefined;
+        given = true;
+        return { item: undefined, envelope, bytes, smtpUtf8: needsSmtpUtf8(message) };
+      },
+      (_item, settledOutcome) => {
+        outcome = settledOutcome;
+      },
+      1,
+    );
+    if (result.error && this.#session === session) this.dropConnection();
+    return outcome ?? failedOutcome(result.error);
   }
+}
 
-  /**
-   * After a refused message the SMTP transaction must be reset (RFC 5321 §4.1.1.5) before the next
-   * MAIL FROM. A connection that cannot be reset is closed, never reused in an unknown state.
-   */
-  private async resetAfterFailure(connection: SMTPConnection): Promise<void> {
-    if (connection.destroyed) {
-      if (this.#connection === connection) this.dropConnection();
-      return;
-    }
-    try {
-      await smtpCommand(connection, (callback) => connection.reset((error) => callback(error)));
-    } catch {
-      if (this.#connection === connection) this.dropConnection();
-      connection.close();
-    }
-  }
+/** Whether a message's headers need SMTPUTF8 (UTF-8 addresses), for message classes that can tell. */
+function needsSmtpUtf8(message: EmailMessage): boolean {
+  const check = (message as { needsSmtpUtf8?: () => boolean }).needsSmtpUtf8;
+  return typeof check === 'function' ? check.call(message) : false;
 }

@@ -12,51 +12,60 @@ import {
 const FINAL_TABLE = `{ ${[...FINAL_STATES].map((state) => `${state} = true`).join(', ')} }`;
 
 // Whether this worker still holds the job's lock, and the campaign's state.
-// KEYS[2] campaign hash, KEYS[5] job lock; ARGV[4] campaign ('' when none), ARGV[7] lock token ('' to skip).
+// KEYS[2] campaign hash, KEYS[5] job lock; ARGV[2] campaign ('' when none), ARGV[4] lock token ('' to skip).
 const STATUS = `
 local function status()
   local held = 1
-  if ARGV[7] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[7] then held = 0 end
+  if ARGV[4] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[4] then held = 0 end
   local state = ''
-  if ARGV[4] ~= '' then state = redis.call('HGET', KEYS[2], '${FIELD.state}') or '' end
+  if ARGV[2] ~= '' then state = redis.call('HGET', KEYS[2], '${FIELD.state}') or '' end
   return {held, state}
 end
 `;
 
+/** ARGV of {@link RECORD} before its entries: ttl ms, campaign, epoch second, lock token. */
+export const RECORD_FIXED_ARGS = 4;
+
 /**
- * Writes a message's entry and, when it becomes final for the first time, counts it on its campaign
- * (so a re-run never counts twice). Returns {lock held (1/0), campaign state ('' without campaign)},
- * so the worker learns of a lost lock, a pause or a cancel without another round trip, before it
- * sends the next message.
+ * Writes the entries of one or more messages of a batch (the replies one pipelined window brought
+ * back: one round trip for all of them) and counts on the campaign each entry that becomes final for
+ * the first time (so a re-run never counts twice). Returns {lock held (1/0), campaign state ('' without
+ * campaign)}, so the worker learns of a lost lock, a pause or a cancel without another round trip,
+ * before it sends more.
  *
- * KEYS: ledger, campaign hash, campaign failures hash, campaign rate hash, job lock. ARGV: field,
- * encoded entry, ttl ms, campaign ('' when none), reason, epoch second, lock token ('' to skip).
+ * KEYS: ledger, campaign hash, campaign failures hash, campaign rate hash, job lock. ARGV: ttl ms,
+ * campaign ('' when none), epoch second, lock token ('' to skip), then per message: field, encoded
+ * entry, failure reason.
  */
 export const RECORD = `${STATUS}
-local prev = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if ARGV[4] == '' then return status() end
 local final = ${FINAL_TABLE}
-local state = string.sub(ARGV[2], 1, 1)
-local wasFinal = prev ~= false and final[string.sub(prev, 1, 1)] == true
-if state ~= '${STATE.transient}' and not wasFinal then
-  if state == '${STATE.delivered}' then
-    redis.call('HINCRBY', KEYS[2], '${FIELD.sent}', 1)
-    redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
-    redis.call('EXPIRE', KEYS[4], ${protocolDefaults.campaignRateTtl / SECOND})
-  elseif state == '${STATE.cancelled}' then
-    redis.call('HINCRBY', KEYS[2], '${FIELD.cancelled}', 1)
-  else
-    redis.call('HINCRBY', KEYS[2], '${FIELD.failed}', 1)
-    redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
-    redis.call('EXPIRE', KEYS[3], ${protocolDefaults.campaignTtl / SECOND})
+local counted = false
+for i = ${RECORD_FIXED_ARGS + 1}, #ARGV, 3 do
+  local field, entry, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local prev = redis.call('HGET', KEYS[1], field)
+  redis.call('HSET', KEYS[1], field, entry)
+  local state = string.sub(entry, 1, 1)
+  local wasFinal = prev ~= false and final[string.sub(prev, 1, 1)] == true
+  if ARGV[2] ~= '' and state ~= '${STATE.transient}' and not wasFinal then
+    counted = true
+    if state == '${STATE.delivered}' then
+      redis.call('HINCRBY', KEYS[2], '${FIELD.sent}', 1)
+      redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
+    elseif state == '${STATE.cancelled}' then
+      redis.call('HINCRBY', KEYS[2], '${FIELD.cancelled}', 1)
+    else
+      redis.call('HINCRBY', KEYS[2], '${FIELD.failed}', 1)
+      redis.call('HINCRBY', KEYS[3], reason, 1)
+      redis.call('EXPIRE', KEYS[3], ${protocolDefaults.campaignTtl / SECOND})
+    end
   end
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if counted then redis.call('EXPIRE', KEYS[4], ${protocolDefaults.campaignRateTtl / SECOND}) end
 return status()
 `;
 
-/** {@link RECORD}'s status without writing anything (after a rate-limit wait); same KEYS and ARGV. */
+/** {@link RECORD}'s status without writing anything (after a rate-limit wait); same KEYS and ARGV, no entries. */
 export const CHECK = `${STATUS}
 return status()
 `;
