@@ -28,7 +28,7 @@ export function checkHeaderLength(value: string, field: string): void {
 }
 
 /** `U+000B`: how an error names a character. */
-function codePoint(char: string): string {
+export function codePoint(char: string): string {
   return `U+${(char.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
 }
 

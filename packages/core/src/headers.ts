@@ -1,12 +1,12 @@
-/** Rendering header lines: RFC 2047 encoded-words, folding at 78 characters, dates and Message-IDs. */
+/** Rendering header lines: RFC 2047 encoded-words, folding at 78 octets, dates and Message-IDs. */
 import { hostname } from 'node:os';
 import { domainToASCII } from 'node:url';
-import type { ParsedAddress } from './address.js';
+import { isUtf8AddrSpec, type ParsedAddress } from './address.js';
 import { BadHeaderError, quoteValue, ValidationError } from './errors.js';
 import { checkHeaderLength, forbidControls, requireAscii } from './header-text.js';
 import { randomHex } from './random.js';
 
-/** RFC 5322 §2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998. */
+/** RFC 5322 §2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998 (octets: RFC 6532 §3.4). */
 export const MAX_LINE = 78;
 const HARD_MAX_LINE = 998;
 /** Longest header name accepted: with its colon and a space it leaves room on a 78-character line. */
@@ -144,38 +144,117 @@ function unstructuredTokens(value: string): string[] {
 const HEADER_TOKEN = /^[\t\x20-\x7e]*$/;
 
 /**
- * Joins tokens with single spaces, folding (CRLF + the space) before a token whenever the line
- * would pass 78 characters. Unfolding gives back exactly the joined text. The last guard against
- * header injection: a token with any other character is a {@link BadHeaderError}, so no header
- * byte ever comes from a lossy conversion of a wider character (U+010D is not CR).
+ * The one header token that may hold non-ASCII: an internationalised addr-spec (RFC 6532 §3.2, a
+ * local part in UTF-8) with the ASCII around it (`<` before, `>` and `,` after). The constructor
+ * checks the addr-spec again ({@link isUtf8AddrSpec}) and makes its bytes with
+ * `Buffer.from(text, 'utf8')`, never latin1, so no header byte comes from a lossy conversion.
+ * Throws {@link BadHeaderError} for anything else.
  */
-export function foldTokens(name: string, tokens: string[], field = `headers.${name}`): string {
+export class Utf8AddrSpecToken {
+  /** The token as text, e.g. `<用户@xn--fsqu00a.xn--4rr70v>,`. */
+  readonly text: string;
+  /** The token's UTF-8 octets, as written to the header. */
+  readonly bytes: Buffer;
+
+  constructor(before: '' | '<', addrSpec: string, after: string, field: string) {
+    const bracketed = before === '<';
+    const fits = (bracketed || before === '') && (bracketed ? /^>,?$/ : /^,?$/).test(after);
+    if (!fits || !isUtf8AddrSpec(addrSpec)) {
+      throw new BadHeaderError(
+        `Only a validated internationalised addr-spec may hold non-ASCII in a header (got ${quoteValue(before + addrSpec + after)} for ${JSON.stringify(field)})`,
+        { field },
+      );
+    }
+    this.text = `${before}${addrSpec}${after}`;
+    this.bytes = Buffer.from(this.text, 'utf8');
+  }
+}
+
+/** A folding token: ASCII text, or an internationalised addr-spec (the RFC 6532 exception). */
+export type HeaderToken = string | Utf8AddrSpecToken;
+
+/**
+ * Rendered header lines holding the raw UTF-8 of an internationalised addr-spec (RFC 6532). Made
+ * only by {@link foldTokens} from {@link Utf8AddrSpecToken}s: `bytes` are the ASCII text as it is
+ * and each such token's UTF-8 octets; `text` is the same lines as a string.
+ */
+export class Utf8HeaderLines {
+  constructor(
+    readonly text: string,
+    readonly bytes: Buffer,
+  ) {}
+}
+
+/** One or more rendered header lines, CRLF-terminated: ASCII text, or {@link Utf8HeaderLines}. */
+export type RenderedHeader = string | Utf8HeaderLines;
+
+/**
+ * Joins tokens with single spaces, folding (CRLF + the space) before a token whenever the line
+ * would pass 78 octets; a line over 998 octets is a {@link ValidationError}. Unfolding gives back
+ * exactly the joined text. The last guard against header injection: a string token with any
+ * character but printable ASCII and TAB is a {@link BadHeaderError}, so no header byte ever comes
+ * from a lossy conversion of a wider character (U+010D is not CR). The one exception is a
+ * {@link Utf8AddrSpecToken}, never split, whose UTF-8 octets are counted and written as they are;
+ * with one, the result is {@link Utf8HeaderLines} instead of a string.
+ */
+export function foldTokens(name: string, tokens: readonly string[], field?: string): string;
+export function foldTokens(name: string, tokens: readonly HeaderToken[], field?: string): RenderedHeader;
+export function foldTokens(
+  name: string,
+  tokens: readonly HeaderToken[],
+  field = `headers.${name}`,
+): RenderedHeader {
   let out = `${name}:`;
   let lineLength = out.length;
+  // The octets, kept only once a UTF-8 token appears: ASCII runs as latin1 (= ASCII), each UTF-8
+  // token as its own UTF-8 bytes.
+  let chunks: Buffer[] | undefined;
+  let asciiFrom = 0;
   tokens.forEach((token, index) => {
-    if (!HEADER_TOKEN.test(token)) requireAscii(token, field, `Header ${name}`);
-    const separator = index === 0 ? ' ' : ' ';
-    const fitsHere = lineLength + separator.length + token.length <= MAX_LINE;
+    let text: string;
+    let octets: number;
+    if (token instanceof Utf8AddrSpecToken) {
+      text = token.text;
+      octets = token.bytes.length;
+    } else {
+      if (typeof token !== 'string') {
+        throw new BadHeaderError(`Header ${name} has a token that is not text (${typeof token})`, { field });
+      }
+      if (!HEADER_TOKEN.test(token)) requireAscii(token, field, `Header ${name}`);
+      text = token;
+      octets = token.length;
+    }
+    const separator = ' ';
+    const fitsHere = lineLength + separator.length + octets <= MAX_LINE;
     // RFC 5322 §3.2.2: the space after the colon is folding white space too, so a first token too
     // long to follow the name (e.g. a 75-character encoded-word) starts the next line instead.
-    const foldable = index > 0 || separator.length + token.length <= MAX_LINE;
+    const foldable = index > 0 || separator.length + octets <= MAX_LINE;
     // Never fold before a token of white space only (or none): the continuation line would be
     // white space only, which RFC 5322 §3.2.2 forbids and a line-trimming filter reads as the end.
-    if (!fitsHere && foldable && token.trim() !== '' && lineLength > 1) {
-      out += `\r\n${separator}${token}`;
-      lineLength = separator.length + token.length;
+    if (!fitsHere && foldable && text.trim() !== '' && lineLength > 1) {
+      out += `\r\n${separator}`;
+      lineLength = separator.length + octets;
     } else {
-      out += separator + token;
-      lineLength += separator.length + token.length;
+      out += separator;
+      lineLength += separator.length + octets;
     }
+    if (token instanceof Utf8AddrSpecToken) {
+      chunks ??= [];
+      chunks.push(Buffer.from(out.slice(asciiFrom), 'latin1'), token.bytes);
+      asciiFrom = out.length + text.length;
+    }
+    out += text;
     if (lineLength > HARD_MAX_LINE) {
       throw new ValidationError(
-        `Header ${name} has a word longer than ${HARD_MAX_LINE} characters that cannot be folded`,
+        `Header ${name} has a word longer than ${HARD_MAX_LINE} octets that cannot be folded`,
         { field: `headers.${name}` },
       );
     }
   });
-  return `${out}\r\n`;
+  out += '\r\n';
+  if (chunks === undefined) return out;
+  chunks.push(Buffer.from(out.slice(asciiFrom), 'latin1'));
+  return new Utf8HeaderLines(out, Buffer.concat(chunks));
 }
 
 /**
@@ -206,19 +285,32 @@ function phraseTokens(displayName: string): string[] {
   return [`"${displayName.replace(/(["\\])/g, '\\$1')}"`];
 }
 
-/** Renders an address header (From, To, ...) from parsed addresses; folds between addresses and words. */
-export function renderAddressHeader(name: string, addresses: ParsedAddress[]): string {
+/**
+ * Renders an address header (From, To, ...) from parsed addresses, folding between addresses and
+ * words. ASCII unless an addr-spec has a non-ASCII local part: that addr-spec is written as raw
+ * UTF-8 (RFC 6532 §3.2) and the result is {@link Utf8HeaderLines}; display names stay RFC 2047.
+ */
+export function renderAddressHeader(name: string, addresses: ParsedAddress[]): RenderedHeader {
   validateHeaderName(name);
-  const tokens: string[] = [];
+  const field = `headers.${name}`;
+  const tokens: HeaderToken[] = [];
   addresses.forEach((address, index) => {
     const comma = index < addresses.length - 1 ? ',' : '';
-    if (address.displayName === '') tokens.push(address.addrSpec + comma);
-    else {
+    const utf8 = isUtf8AddrSpec(address.addrSpec);
+    if (address.displayName === '') {
+      tokens.push(
+        utf8 ? new Utf8AddrSpecToken('', address.addrSpec, comma, field) : address.addrSpec + comma,
+      );
+    } else {
       for (const token of phraseTokens(address.displayName)) tokens.push(token);
-      tokens.push(`<${address.addrSpec}>${comma}`);
+      tokens.push(
+        utf8
+          ? new Utf8AddrSpecToken('<', address.addrSpec, `>${comma}`, field)
+          : `<${address.addrSpec}>${comma}`,
+      );
     }
   });
-  return foldTokens(name, tokens);
+  return foldTokens(name, tokens, field);
 }
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];

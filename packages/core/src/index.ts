@@ -28,18 +28,6 @@ export {
   registeredBackends,
 } from './backends/registry.js';
 export { DEFAULT_PIPELINE_WINDOW, SmtpBackend, type SmtpBackendOptions } from './backends/smtp.js';
-export { framePayload, MAX_LINE_OCTETS, type PayloadMode } from './smtp/payload.js';
-export { ReplyParser, type SmtpReply } from './smtp/reply.js';
-export {
-  type SettleTransaction,
-  type SmtpAuth,
-  type SmtpExtensions,
-  SmtpSession,
-  type SmtpSessionOptions,
-  type SmtpTransaction,
-  type StreamResult,
-  type TransactionSource,
-} from './smtp/session.js';
 export { type Classification, classifyDeliveryError, type FailureReason } from './classify.js';
 export {
   BadHeaderError,
@@ -98,6 +86,18 @@ export {
   type Settings,
   settings,
 } from './settings.js';
+export { framePayload, MAX_LINE_OCTETS, type PayloadMode } from './smtp/payload.js';
+export { ReplyParser, type SmtpReply } from './smtp/reply.js';
+export {
+  type SettleTransaction,
+  type SmtpAuth,
+  type SmtpExtensions,
+  SmtpSession,
+  type SmtpSessionOptions,
+  type SmtpTransaction,
+  type StreamResult,
+  type TransactionSource,
+} from './smtp/session.js';
 export {
   checkWireVersion,
   decodeWire,

@@ -2,13 +2,21 @@
 import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { type ParsedAddress, parseAddress, parseAddressList } from './address.js';
+import { isUtf8AddrSpec, type ParsedAddress, parseAddress, parseAddressList } from './address.js';
 import type { BaseEmailBackend } from './backends/base.js';
 import { getConnection } from './backends/registry.js';
 import { canEncode, encodeText, toCrlf } from './encoding.js';
 import { ValidationError } from './errors.js';
 import { checkMimeToken } from './header-text.js';
-import { ADDRESS_HEADERS, formatDate, makeMessageId, renderAddressHeader, renderHeader } from './headers.js';
+import {
+  ADDRESS_HEADERS,
+  formatDate,
+  makeMessageId,
+  type RenderedHeader,
+  renderAddressHeader,
+  renderHeader,
+  Utf8HeaderLines,
+} from './headers.js';
 import {
   binaryNode,
   type MimeNode,
@@ -370,15 +378,57 @@ export class EmailMessage {
   }
 
   /**
-   * Renders the complete RFC 5322 message (CRLF line endings, ASCII headers). Each call generates a
-   * fresh Date and Message-ID unless the headers set them. Throws {@link BadHeaderError} for header
-   * injection and {@link ValidationError} / InvalidAddressError for anything unsendable.
+   * Renders the complete RFC 5322 message (CRLF line endings, ASCII headers; the one exception is an
+   * address with a non-ASCII local part, written as raw UTF-8 per RFC 6532, see
+   * {@link EmailMessage.needsSmtpUtf8}). Each call generates a fresh Date and Message-ID unless the
+   * headers set them. Throws {@link BadHeaderError} for header injection and
+   * {@link ValidationError} / InvalidAddressError for anything unsendable.
    */
   message(): Buffer {
     const charset = this.encoding || settings.DEFAULT_CHARSET;
     this.checkShapes();
     const root = this.buildRoot(charset);
-    return serialize(`MIME-Version: 1.0\r\n${this.renderTopHeaders()}`, root);
+    return serialize(['MIME-Version: 1.0\r\n', ...this.renderTopHeaders()], root);
+  }
+
+  /**
+   * Whether the message needs the SMTPUTF8 extension (RFC 6531): true when the envelope sender, a
+   * recipient (to, cc, bcc) or an address of a rendered address header (From, To, Cc, Reply-To,
+   * also when given in headers, and Sender, Resent-*) has a non-ASCII local part, or when a
+   * message/rfc822 attachment given as an EmailMessage does (its UTF-8 header travels verbatim).
+   * Such a message has raw UTF-8 in its headers (RFC 6532), so an SMTP backend sends
+   * `MAIL FROM:<...> SMTPUTF8` and fails the message permanently when the server does not offer
+   * SMTPUTF8. Non-ASCII domains alone do not count: they are punycoded. Throws the errors message()
+   * throws for an unusable address.
+   */
+  needsSmtpUtf8(): boolean {
+    return this.needsSmtpUtf8Within(0);
+  }
+
+  private needsSmtpUtf8Within(depth: number): boolean {
+    this.checkShapes();
+    // The headers as message() renders them (so errors name the same fields): an address header
+    // with a UTF-8 addr-spec is the only kind of header line that is not ASCII.
+    if (this.renderTopHeaders(false).some((line) => line instanceof Utf8HeaderLines)) return true;
+    // The envelope as BaseEmailBackend.envelope() builds it (To and Cc given in headers change only
+    // the header).
+    const envelope = [this.fromEmail, ...this.recipients()].map((address, index) =>
+      parseAddress(address, index === 0 ? 'fromEmail' : `recipients[${index - 1}]`),
+    );
+    if (envelope.some((address) => isUtf8AddrSpec(address.addrSpec))) return true;
+    return this.attachments.some((entry, index) => {
+      const content = entry instanceof EmailAttachment ? entry.content : isTuple(entry) ? entry[1] : null;
+      if (!(content instanceof EmailMessage)) return false;
+      // The same cap as message() (renderNested), and the end of a message attached to itself.
+      if (depth >= MAX_MESSAGE_NESTING) {
+        const field = `attachments[${index}]`;
+        throw new ValidationError(
+          `${field}: message/rfc822 attachments nest more than ${MAX_MESSAGE_NESTING} levels deep`,
+          { field },
+        );
+      }
+      return content.needsSmtpUtf8Within(depth + 1);
+    });
   }
 
   /**
@@ -473,7 +523,7 @@ export class EmailMessage {
     return multipartNode(this.mixedSubtype, [...bodies, ...attachments]);
   }
 
-  private renderTopHeaders(generate = true): string {
+  private renderTopHeaders(generate = true): RenderedHeader[] {
     const overrides = new Map<string, [string, HeaderValue]>();
     for (const [name, value] of Object.entries(this.extraHeaders))
       overrides.set(name.toLowerCase(), [name, value]);
@@ -497,12 +547,13 @@ export class EmailMessage {
         },
       );
     }
-    const addressHeader = (name: string, list: string[], field: string): string => {
+    const out: RenderedHeader[] = [];
+    const addressHeader = (name: string, list: string[], field: string): void => {
       const override = overrides.get(name.toLowerCase());
       const parsed: ParsedAddress[] = override
         ? parseAddressList(String(override[1]), `headers.${override[0]}`)
         : list.filter((entry) => entry).map((entry, index) => parseAddress(entry, `${field}[${index}]`));
-      return parsed.length > 0 ? renderAddressHeader(name, parsed) : '';
+      if (parsed.length > 0) out.push(renderAddressHeader(name, parsed));
     };
     // Bcc is never rendered, but it is checked like every other address field so that header
     // injection (CR/LF) and unusable addresses fail here, at message() time.
@@ -511,24 +562,25 @@ export class EmailMessage {
     });
     const bccOverride = overrides.get('bcc');
     if (bccOverride) parseAddressList(String(bccOverride[1]), `headers.${bccOverride[0]}`);
-    let out = renderHeader('Subject', String(this.subject), 'subject');
-    out += addressHeader('From', [this.fromEmail], 'fromEmail');
-    out += addressHeader('To', this.#to, 'to');
-    out += addressHeader('Cc', this.#cc, 'cc');
-    out += addressHeader('Reply-To', this.#replyTo, 'replyTo');
+    out.push(renderHeader('Subject', String(this.subject), 'subject'));
+    addressHeader('From', [this.fromEmail], 'fromEmail');
+    addressHeader('To', this.#to, 'to');
+    addressHeader('Cc', this.#cc, 'cc');
+    addressHeader('Reply-To', this.#replyTo, 'replyTo');
     if (generate && !overrides.has('date'))
-      out += `Date: ${formatDate(new Date(), settings.EMAIL_USE_LOCALTIME)}\r\n`;
-    if (generate && !overrides.has('message-id')) out += `Message-ID: ${makeMessageId()}\r\n`;
+      out.push(`Date: ${formatDate(new Date(), settings.EMAIL_USE_LOCALTIME)}\r\n`);
+    if (generate && !overrides.has('message-id')) out.push(`Message-ID: ${makeMessageId()}\r\n`);
     // Every extra header in the order given; keys differing only in case are all written, as
     // Django's dict of headers would be.
     for (const [name, value] of Object.entries(this.extraHeaders)) {
       const lower = name.toLowerCase();
       if (lower === 'from' || lower === 'to' || lower === 'cc' || lower === 'reply-to' || lower === 'bcc')
         continue;
-      if (value instanceof Date) out += renderHeader(name, formatDate(value, settings.EMAIL_USE_LOCALTIME));
+      if (value instanceof Date)
+        out.push(renderHeader(name, formatDate(value, settings.EMAIL_USE_LOCALTIME)));
       else if (ADDRESS_HEADERS.has(lower))
-        out += renderAddressHeader(name, parseAddressList(String(value), `headers.${name}`));
-      else out += renderHeader(name, String(value));
+        out.push(renderAddressHeader(name, parseAddressList(String(value), `headers.${name}`)));
+      else out.push(renderHeader(name, String(value)));
     }
     return out;
   }

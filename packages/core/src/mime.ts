@@ -1,4 +1,5 @@
 /** The MIME tree of a message: leaf and multipart nodes, RFC 2231 parameters, serialization with boundaries. */
+import { isUtf8AddrSpec } from './address.js';
 import {
   chooseTextEncoding,
   encodeBase64,
@@ -8,7 +9,15 @@ import {
 } from './encoding.js';
 import { BadHeaderError, ValidationError } from './errors.js';
 import { checkHeaderLength, checkMimeToken, forbidControls } from './header-text.js';
-import { foldTokens, MAX_LINE, renderHeader, validateHeaderName } from './headers.js';
+import {
+  ADDRESS_HEADERS,
+  foldTokens,
+  MAX_LINE,
+  type RenderedHeader,
+  renderHeader,
+  Utf8HeaderLines,
+  validateHeaderName,
+} from './headers.js';
 import { randomHex } from './random.js';
 
 /**
@@ -218,20 +227,56 @@ function headerBytes(text: string): Buffer {
   return Buffer.from(text, 'latin1');
 }
 
-function collect(node: MimeNode, chunks: Buffer[], headerPrefix: string): void {
+/**
+ * The bytes of top-level header lines: text through {@link headerBytes}; the one exception,
+ * {@link Utf8HeaderLines} (an internationalised addr-spec, RFC 6532), as the UTF-8 foldTokens made,
+ * checked once more: an address header, exactly the UTF-8 encoding of its text, CRLF-terminated,
+ * no control character but the CRLF of a fold, and non-ASCII only in internationalised addr-specs.
+ */
+function headerBlockBytes(lines: readonly RenderedHeader[]): Buffer {
+  return Buffer.concat(
+    lines.map((line) => {
+      if (typeof line === 'string') return headerBytes(line);
+      if (!(line instanceof Utf8HeaderLines) || !isSoundUtf8Header(line)) {
+        throw new BadHeaderError('A rendered UTF-8 header line is malformed; refusing to send it');
+      }
+      return line.bytes;
+    }),
+  );
+}
+
+function isSoundUtf8Header(line: Utf8HeaderLines): boolean {
+  const unfolded = line.text.replace(/\r\n(?=[ \t])/g, '');
+  if (!unfolded.endsWith('\r\n')) return false;
+  const value = unfolded.slice(0, -2);
+  if (/[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]/.test(value)) return false;
+  if (!ADDRESS_HEADERS.has(value.slice(0, Math.max(0, value.indexOf(':'))).toLowerCase())) return false;
+  // Every word with non-ASCII is an internationalised addr-spec, bare or in <...>, maybe before a
+  // comma (addr-specs, encoded-words and atoms hold no space).
+  const words = value.split(' ').filter((word) => /[^\x00-\x7f]/.test(word));
+  if (!words.every((word) => isUtf8AddrSpec(word.replace(/^<(.*)>$|^<(.*)>,$|^(.*),$/, '$1$2$3')))) {
+    return false;
+  }
+  return line.bytes.equals(Buffer.from(line.text, 'utf8'));
+}
+
+const NO_HEADERS = Buffer.alloc(0);
+
+function collect(node: MimeNode, chunks: Buffer[], headerPrefix: Buffer): void {
   if (Buffer.isBuffer(node.body)) {
-    chunks.push(headerBytes(`${headerPrefix}${node.headers}\r\n`), node.body);
+    chunks.push(headerPrefix, headerBytes(`${node.headers}\r\n`), node.body);
     return;
   }
   const childChunks: Buffer[][] = node.body.map((child) => {
     const own: Buffer[] = [];
-    collect(child, own, '');
+    collect(child, own, NO_HEADERS);
     return own;
   });
   const boundary = chooseBoundary(childChunks);
   chunks.push(
+    headerPrefix,
     headerBytes(
-      `${headerPrefix}${renderParameterHeader('Content-Type', `multipart/${node.subtype ?? 'mixed'}`, [['boundary', boundary]])}${node.headers}\r\n`,
+      `${renderParameterHeader('Content-Type', `multipart/${node.subtype ?? 'mixed'}`, [['boundary', boundary]])}${node.headers}\r\n`,
     ),
   );
   // RFC 2046 §5.1.1: the CRLF before a delimiter belongs to the delimiter, so one is added after
@@ -250,9 +295,13 @@ function chooseBoundary(children: Buffer[][]): string {
   }
 }
 
-/** Serializes a MIME tree under the given top-level header lines; CRLF line endings throughout. */
-export function serialize(topHeaders: string, root: MimeNode): Buffer {
+/**
+ * Serializes a MIME tree under the given top-level header lines (ASCII, or the raw UTF-8 lines of an
+ * internationalised address); CRLF line endings throughout. Throws {@link BadHeaderError} for a
+ * header byte that did not come from one of those.
+ */
+export function serialize(topHeaders: readonly RenderedHeader[], root: MimeNode): Buffer {
   const chunks: Buffer[] = [];
-  collect(root, chunks, topHeaders);
+  collect(root, chunks, headerBlockBytes(topHeaders));
   return Buffer.concat(chunks);
 }

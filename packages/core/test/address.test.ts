@@ -201,7 +201,7 @@ describe('invalid addresses', () => {
     ['a missing domain', 'user@'],
     ['two @ signs', 'a@b@example.com'],
     ['spaces without angle brackets', 'not an address'],
-    ['a non-ASCII local part', 'jürgen@example.com'],
+    ['non-ASCII punctuation in a local part (U+FF20 FULLWIDTH COMMERCIAL AT)', 'jürgen\uff20example.com'],
     ['an unquoted display name with a comma', 'Doe, John <john@example.com>'],
     ['two addresses in one entry', 'a@example.com, b@example.com'],
     ['an unbalanced angle bracket', 'Name a@example.com>'],

@@ -90,7 +90,10 @@ export class Ledger {
    * Records the entries of several messages of one batch in one atomic step and one round trip (the
    * replies a pipelined window brought back), and reports the lock and the campaign's state.
    */
-  async recordMany(batch: BatchRef, entries: readonly (readonly [number, LedgerEntry])[]): Promise<BatchStatus> {
+  async recordMany(
+    batch: BatchRef,
+    entries: readonly (readonly [number, LedgerEntry])[],
+  ): Promise<BatchStatus> {
     const args = this.keysAndArgs(batch);
     for (const [index, entry] of entries) {
       args.push(ledgerMessageField(index), encodeEntry(entry), entry.reason ?? '');

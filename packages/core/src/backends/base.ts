@@ -159,7 +159,7 @@ export abstract class BaseEmailBackend implements AsyncDisposable {
       let failure: Error | undefined;
       // Messages not yet sent; a connection that fails hands back the ones it never wrote.
       let queue: EmailMessage[] = [...messages];
-      const settle = (item: StreamItem, outcome: DeliveryOutcome) => {
+      const settle = (_item: StreamItem, outcome: DeliveryOutcome) => {
         if (outcome.delivered) sent++;
         else if (outcome.error && (!this.failSilently || outcome.classification?.reason === 'invalid')) {
           failure ??= outcome.error;
@@ -169,7 +169,8 @@ export abstract class BaseEmailBackend implements AsyncDisposable {
         const pending = queue;
         let next = 0;
         const result = await this.deliverStream(
-          () => (failure || next >= pending.length ? undefined : { message: pending[next++] as EmailMessage }),
+          () =>
+            failure || next >= pending.length ? undefined : { message: pending[next++] as EmailMessage },
           settle,
           // Django stops at the first failure: without failSilently, nothing may be in flight behind it.
           this.failSilently ? {} : { window: 1 },
@@ -200,7 +201,10 @@ export abstract class BaseEmailBackend implements AsyncDisposable {
     _options: { window?: number } = {},
   ): Promise<DeliverStreamResult<I>> {
     for (let item = await next(); item !== undefined; item = await next()) {
-      const outcome = await this.deliver(item.message, item.recipients ? { recipients: item.recipients } : {});
+      const outcome = await this.deliver(
+        item.message,
+        item.recipients ? { recipients: item.recipients } : {},
+      );
       await settled(item, outcome);
     }
     return { error: undefined, unsent: [] };

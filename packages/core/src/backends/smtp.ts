@@ -1,10 +1,15 @@
 /** The SMTP backend: one pipelining SMTP session per open(), TLS, AUTH, per-recipient outcomes. */
+import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { ConfigError, coerceError, DeliveryError } from '../errors.js';
-import type { EmailMessage } from '../message.js';
 import { settings } from '../settings.js';
-import { type SmtpAuth, SmtpSession, type SmtpSessionOptions, type SmtpTransaction } from '../smtp/session.js';
+import {
+  type SmtpAuth,
+  SmtpSession,
+  type SmtpSessionOptions,
+  type SmtpTransaction,
+} from '../smtp/session.js';
 import {
   type BackendOptions,
   BaseEmailBackend,
@@ -106,7 +111,9 @@ export class SmtpBackend extends BaseEmailBackend {
       throw new ConfigError(`Invalid SMTP port ${JSON.stringify(this.port)}`);
     }
     if (!Number.isInteger(this.pipelineWindow) || this.pipelineWindow < 1) {
-      throw new ConfigError(`Invalid pipelineWindow ${JSON.stringify(this.pipelineWindow)}: a positive integer`);
+      throw new ConfigError(
+        `Invalid pipelineWindow ${JSON.stringify(this.pipelineWindow)}: a positive integer`,
+      );
     }
   }
 
@@ -149,13 +156,18 @@ export class SmtpBackend extends BaseEmailBackend {
       session = await SmtpSession.connect(this.sessionOptions());
     } catch (error) {
       const err = coerceError(error);
-      const failure = new DeliveryError(`Could not open SMTP connection to ${this.host}:${this.port}: ${err.message}`, {
-        ...(err.code ? { code: err.code } : {}),
-        ...(err.responseCode ? { responseCode: err.responseCode } : {}),
-        ...((err as { response?: string }).response ? { response: (err as { response?: string }).response } : {}),
-        command: (err as { command?: string }).command ?? 'CONN',
-        cause: err,
-      });
+      const failure = new DeliveryError(
+        `Could not open SMTP connection to ${this.host}:${this.port}: ${err.message}`,
+        {
+          ...(err.code ? { code: err.code } : {}),
+          ...(err.responseCode ? { responseCode: err.responseCode } : {}),
+          ...((err as { response?: string }).response
+            ? { response: (err as { response?: string }).response }
+            : {}),
+          command: (err as { command?: string }).command ?? 'CONN',
+          cause: err,
+        },
+      );
       if (this.failSilently) {
         this.lastOpenError = failure;
         return undefined;
@@ -200,7 +212,10 @@ export class SmtpBackend extends BaseEmailBackend {
     }
     const session = this.#session;
     if (!session) {
-      return { error: new DeliveryError('SMTP connection is closed', { code: 'ECONNECTION', command: 'CONN' }), unsent: [] };
+      return {
+        error: new DeliveryError('SMTP connection is closed', { code: 'ECONNECTION', command: 'CONN' }),
+        unsent: [],
+      };
     }
     const source = async (): Promise<SmtpTransaction<I> | undefined> => {
       for (;;) {
@@ -219,7 +234,7 @@ export class SmtpBackend extends BaseEmailBackend {
           await settled(item, failedOutcome(error));
           continue;
         }
-        return { item, envelope, bytes, smtpUtf8: needsSmtpUtf8(item.message) };
+        return { item, envelope, bytes, smtpUtf8: hasUtf8Headers(bytes) };
       }
     };
     const result = await session.stream(source, settled, options.window ?? this.pipelineWindow);
@@ -230,7 +245,6 @@ export class SmtpBackend extends BaseEmailBackend {
   protected override async deliverRendered(
     envelope: Envelope,
     bytes: Buffer,
-    message: EmailMessage,
   ): Promise<DeliveryOutcome> {
     const session = this.#session;
     if (!session || session.closed) {
@@ -245,7 +259,7 @@ export class SmtpBackend extends BaseEmailBackend {
       () => {
         if (given) return undefined;
         given = true;
-        return { item: undefined, envelope, bytes, smtpUtf8: needsSmtpUtf8(message) };
+        return { item: undefined, envelope, bytes, smtpUtf8: hasUtf8Headers(bytes) };
       },
       (_item, settledOutcome) => {
         outcome = settledOutcome;
@@ -257,8 +271,14 @@ export class SmtpBackend extends BaseEmailBackend {
   }
 }
 
-/** Whether a message's headers need SMTPUTF8 (UTF-8 addresses), for message classes that can tell. */
-function needsSmtpUtf8(message: EmailMessage): boolean {
-  const check = (message as { needsSmtpUtf8?: () => boolean }).needsSmtpUtf8;
-  return typeof check === 'function' ? check.call(message) : false;
+const HEADER_END = Buffer.from('\r\n\r\n', 'latin1');
+
+/**
+ * Whether rendered bytes carry UTF-8 in their header block: core writes non-ASCII there only for an
+ * internationalised address (RFC 6532), the same verdict as EmailMessage#needsSmtpUtf8() without
+ * rendering the headers a second time. (The envelope is checked by the session itself.)
+ */
+function hasUtf8Headers(bytes: Buffer): boolean {
+  const end = bytes.indexOf(HEADER_END);
+  return !isAscii(end === -1 ? bytes : bytes.subarray(0, end));
 }

@@ -65,7 +65,10 @@ export class ReplyParser {
   #line(line: string): SmtpReply | undefined {
     const code = Number(line.slice(0, 3));
     const separator = line.charAt(3);
-    if (!/^[2-5]\d\d$/.test(line.slice(0, 3)) || (separator !== '' && separator !== ' ' && separator !== '-')) {
+    if (
+      !/^[2-5]\d\d$/.test(line.slice(0, 3)) ||
+      (separator !== '' && separator !== ' ' && separator !== '-')
+    ) {
       throw protocolError(`unexpected reply line ${JSON.stringify(line.slice(0, 80))}`);
     }
     if (this.#lines.length > 0 && code !== this.#code) {

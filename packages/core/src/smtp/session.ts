@@ -8,7 +8,7 @@ import { failedOutcome } from '../backends/base.js';
 import { classifyDeliveryError } from '../classify.js';
 import { DeliveryError } from '../errors.js';
 import { framePayload, type PayloadMode, payloadLength } from './payload.js';
-import { isPositive, protocolError, ReplyParser, type SmtpReply, replyText } from './reply.js';
+import { isPositive, protocolError, ReplyParser, replyText, type SmtpReply } from './reply.js';
 
 /** Credentials for AUTH. */
 export interface SmtpAuth {
@@ -164,7 +164,9 @@ function refusal(recipient: string, reply: SmtpReply): RecipientRefusal {
 
 /** "452 4.5.3 Too many recipients" (RFC 5321 §4.5.3.1.10): send the rest in another transaction. */
 function isTooMany(reply: SmtpReply): boolean {
-  return reply.code === 452 && (reply.enhanced === '4.5.3' || /too many recipients/i.test(reply.lines[0] ?? ''));
+  return (
+    reply.code === 452 && (reply.enhanced === '4.5.3' || /too many recipients/i.test(reply.lines[0] ?? ''))
+  );
 }
 
 const DOMAIN_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/i;
@@ -245,7 +247,8 @@ export class SmtpSession {
 
   async #handshake(): Promise<void> {
     const greeting = await this.#command(undefined, 'GREETING');
-    if (greeting.code !== 220) throw replyError('The server refused the session', greeting, 'CONN', 'EPROTOCOL');
+    if (greeting.code !== 220)
+      throw replyError('The server refused the session', greeting, 'CONN', 'EPROTOCOL');
     this.greeting = greeting.lines[0] ?? '';
     await this.#hello();
     if (this.#options.requireStartTls && !(this.#socket instanceof tls.TLSSocket)) {
@@ -278,7 +281,8 @@ export class SmtpSession {
 
   /** STARTTLS: anything the server sent after its 220 would be injected plaintext (CVE-2011-0411). */
   async #upgrade(): Promise<void> {
-    if (this.#parser.buffered > 0) throw protocolError('data after the STARTTLS reply, before the TLS handshake');
+    if (this.#parser.buffered > 0)
+      throw protocolError('data after the STARTTLS reply, before the TLS handshake');
     const plain = this.#socket;
     this.#detach(plain);
     const options = this.#options;
@@ -294,7 +298,13 @@ export class SmtpSession {
 
   async #authenticate(auth: SmtpAuth): Promise<void> {
     const offered = this.extensions.auth;
-    const method = auth.method ?? (auth.accessToken ? 'XOAUTH2' : offered.includes('PLAIN') || !offered.includes('LOGIN') ? 'PLAIN' : 'LOGIN');
+    const method =
+      auth.method ??
+      (auth.accessToken
+        ? 'XOAUTH2'
+        : offered.includes('PLAIN') || !offered.includes('LOGIN')
+          ? 'PLAIN'
+          : 'LOGIN');
     if (offered.length === 0) {
       throw new DeliveryError('The SMTP server does not offer AUTH, but a user and password are set', {
         code: 'EAUTH',
@@ -302,10 +312,13 @@ export class SmtpSession {
       });
     }
     if (!offered.includes(method)) {
-      throw new DeliveryError(`The SMTP server does not offer AUTH ${method} (it offers ${offered.join(', ')})`, {
-        code: 'EAUTH',
-        command: `AUTH ${method}`,
-      });
+      throw new DeliveryError(
+        `The SMTP server does not offer AUTH ${method} (it offers ${offered.join(', ')})`,
+        {
+          code: 'EAUTH',
+          command: `AUTH ${method}`,
+        },
+      );
     }
     const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
     const command = `AUTH ${method}`;
@@ -317,8 +330,12 @@ export class SmtpSession {
       if (reply.code === 334) reply = await this.#command(b64(auth.user), command);
       if (reply.code === 334) reply = await this.#command(b64(auth.pass ?? ''), command);
     } else {
-      const token = typeof auth.accessToken === 'function' ? await auth.accessToken() : (auth.accessToken ?? '');
-      reply = await this.#command(`AUTH XOAUTH2 ${b64(`user=${auth.user}\x01auth=Bearer ${token}\x01\x01`)}`, command);
+      const token =
+        typeof auth.accessToken === 'function' ? await auth.accessToken() : (auth.accessToken ?? '');
+      reply = await this.#command(
+        `AUTH XOAUTH2 ${b64(`user=${auth.user}\x01auth=Bearer ${token}\x01\x01`)}`,
+        command,
+      );
       // A 334 carries the error as a challenge; the empty answer makes the server send its final code.
       if (reply.code === 334) reply = await this.#command('', command);
     }
@@ -373,12 +390,20 @@ export class SmtpSession {
 
   readonly #onError = (error: Error & { code?: string }): void => {
     // ESOCKET, as nodemailer reports it (the Node code, e.g. ECONNRESET, stays on the cause).
-    this.#fail(new DeliveryError(`SMTP connection error: ${error.message}`, { code: 'ESOCKET', command: 'CONN', cause: error }));
+    this.#fail(
+      new DeliveryError(`SMTP connection error: ${error.message}`, {
+        code: 'ESOCKET',
+        command: 'CONN',
+        cause: error,
+      }),
+    );
   };
 
   readonly #onEnd = (): void => {
     if (this.#quitting) return;
-    this.#fail(new DeliveryError('The SMTP server closed the connection', { code: 'ECONNECTION', command: 'CONN' }));
+    this.#fail(
+      new DeliveryError('The SMTP server closed the connection', { code: 'ECONNECTION', command: 'CONN' }),
+    );
   };
 
   #fail(error: Error): void {
@@ -479,7 +504,11 @@ export class SmtpSession {
    * final reply settles as a connection failure, and items never written come back as `unsent`).
    * Rejects only when `settle` rejects, after the messages in flight are settled.
    */
-  stream<T>(source: TransactionSource<T>, settle: SettleTransaction<T>, window: number): Promise<StreamResult<T>> {
+  stream<T>(
+    source: TransactionSource<T>,
+    settle: SettleTransaction<T>,
+    window: number,
+  ): Promise<StreamResult<T>> {
     const ext = this.extensions;
     const mode: PayloadMode = ext.chunking && this.#options.chunking !== false ? 'bdat' : 'data';
     const pipelined = ext.pipelining && this.#options.pipelining !== false;
@@ -624,7 +653,10 @@ export class SmtpSession {
         if (isPositive(reply)) {
           // Accepted with no recipient accepted: a server out of spec. Nothing shows where it went.
           this.#needsReset = true;
-          complete(tx, failedOutcome(protocolError(`${command} accepted a message that has no accepted recipient`)));
+          complete(
+            tx,
+            failedOutcome(protocolError(`${command} accepted a message that has no accepted recipient`)),
+          );
           return;
         }
         if (tx.mail && isPositive(tx.mail)) {
@@ -936,7 +968,8 @@ export class SmtpSession {
     this.#socket.destroy();
     const pending = this.#pending.splice(0);
     const error =
-      this.#failure ?? new DeliveryError('The SMTP connection was closed', { code: 'ECONNECTION', command: 'CONN' });
+      this.#failure ??
+      new DeliveryError('The SMTP connection was closed', { code: 'ECONNECTION', command: 'CONN' });
     for (const entry of pending) entry.onFailure?.(error);
     this.#failure ??= error;
     for (const listener of [...this.#failureListeners]) listener(error);
@@ -1018,14 +1051,24 @@ async function openSocket(options: SmtpSessionOptions): Promise<net.Socket> {
 }
 
 /** Waits for `event` on a socket, failing on 'error', an early close, or the timeout. */
-function waitFor(socket: net.Socket, event: string, timeout: number | undefined, what: string): Promise<void> {
+function waitFor(
+  socket: net.Socket,
+  event: string,
+  timeout: number | undefined,
+  what: string,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer =
       timeout === undefined
         ? undefined
         : setTimeout(() => {
             cleanup();
-            reject(new DeliveryError(`SMTP ${what} timed out after ${timeout / 1000} s`, { code: 'ETIMEDOUT', command: 'CONN' }));
+            reject(
+              new DeliveryError(`SMTP ${what} timed out after ${timeout / 1000} s`, {
+                code: 'ETIMEDOUT',
+                command: 'CONN',
+              }),
+            );
           }, timeout);
     const onEvent = () => {
       cleanup();
