@@ -1,7 +1,16 @@
 /** Command line of `pnpm bench`: sizes, runs, scenario selection. */
 import { parseArgs } from 'node:util';
 
-export const SCENARIOS = ['enqueue', 'drain-1', 'drain-2', 'latency', 'memory', 'delay', 'profile'] as const;
+export const SCENARIOS = [
+  'enqueue',
+  'drain-1',
+  'drain-2',
+  'latency',
+  'memory',
+  'delay',
+  'rtt',
+  'profile',
+] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 /** Scenarios run when none is named (the profile runs with --profile or by name). */
@@ -29,12 +38,23 @@ export interface BenchConfig {
   /** Messages of the reply-delay scenario, and the delay. */
   delayMessages: number;
   replyDelayMs: number;
+  /** Round trips of the rtt scenario, each with its messages per connection (the same for every system). */
+  rttSteps: RttStep[];
   /** Messages of each profiled drain. */
   profileMessages: number;
   /** Extra node flags for every `mailroom worker` process (e.g. `--max-semi-space-size=4`). */
   workerNodeArgs: string[];
-  /** Run the worker CLI from source through tsx instead of the build (`pnpm build`, done first). */
+  /** Run mailroom (worker CLI, senders) from source through tsx instead of the build (`pnpm build`, done first). */
   source: boolean;
+}
+
+/** Round trips (ms) the rtt scenario adds in front of each server. */
+export const RTTS_MS = [1, 10, 50] as const;
+
+/** One round trip of the rtt scenario and the messages each system sends over its one connection. */
+export interface RttStep {
+  rttMs: number;
+  messages: number;
 }
 
 export const usage = `Usage: pnpm bench [scenario...] [options]
@@ -42,7 +62,7 @@ export const usage = `Usage: pnpm bench [scenario...] [options]
 Scenarios: ${SCENARIOS.join(', ')} (default: all but profile)
 
 Options:
-  --quick                 small sizes, one run: finishes in about a minute
+  --quick                 small sizes, one run: finishes in about two minutes
   --runs <n>              runs per scenario, figures are medians (default 3, quick 1)
   --scenario <name>       run only this scenario (repeatable; same as naming it)
   --profile               also run the profile scenario (CPU profiles of worker, producer, baselines)
@@ -52,9 +72,11 @@ Options:
                           sizes (full: 100000, 20000, 500, 100000, 1000, 200;
                           quick: 5000, 500, 50, 1500, 60, 20)
   --reply-delay <ms>      reply delay of the delay scenario (default 5)
+  --rtt <a,b,c>           messages per connection of the rtt scenario at ${RTTS_MS.join(', ')} ms RTT
+                          (full: 400,100,25; quick: 150,30,10)
   --worker-node-args=<a>  extra node flags for the mailroom worker processes, space-separated
-  --source                run the mailroom worker from source through tsx (default: the build,
-                          made with pnpm build before the first scenario, as it is deployed)
+  --source                run mailroom (workers, senders) from source through tsx (default: the
+                          build, made with pnpm build before the first scenario, as it is deployed)
   --help`;
 
 function count(value: string | undefined, fallback: number, name: string): number {
@@ -62,6 +84,18 @@ function count(value: string | undefined, fallback: number, name: string): numbe
   const number = Number(value);
   if (!Number.isInteger(number) || number < 1) throw new Error(`--${name} must be a positive integer`);
   return number;
+}
+
+/** `--rtt 400,100,25`: one message count per RTT of {@link RTTS_MS}, in order. */
+function rttSteps(value: string | undefined, fallback: readonly number[]): RttStep[] {
+  const counts =
+    value === undefined ? fallback : value.split(',').map((part) => count(part.trim(), 0, 'rtt'));
+  if (counts.length !== RTTS_MS.length) {
+    throw new Error(
+      `--rtt takes ${RTTS_MS.length} comma-separated counts, one per RTT (${RTTS_MS.join(', ')} ms)`,
+    );
+  }
+  return RTTS_MS.map((rttMs, index) => ({ rttMs, messages: counts[index] as number }));
 }
 
 export function parseConfig(argv: string[]): BenchConfig | 'help' {
@@ -82,6 +116,7 @@ export function parseConfig(argv: string[]): BenchConfig | 'help' {
       delay: { type: 'string' },
       warmup: { type: 'string' },
       'reply-delay': { type: 'string' },
+      rtt: { type: 'string' },
       'worker-node-args': { type: 'string' },
       source: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -113,6 +148,7 @@ export function parseConfig(argv: string[]): BenchConfig | 'help' {
     memoryMessages: count(values.memory, quick ? 1500 : 100_000, 'memory'),
     delayMessages: count(values.delay, quick ? 60 : 1000, 'delay'),
     replyDelayMs: count(values['reply-delay'], 5, 'reply-delay'),
+    rttSteps: rttSteps(values.rtt, quick ? [150, 30, 10] : [400, 100, 25]),
     profileMessages: drainMessages,
     workerNodeArgs: (values['worker-node-args'] ?? '').split(' ').filter((word) => word !== ''),
     source: values.source,

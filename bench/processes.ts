@@ -1,11 +1,15 @@
 /**
- * The processes a scenario runs besides the harness: mailroom workers (the `mailroom worker` CLI
- * from source), baseline (b)'s BullMQ workers and baseline (a)'s nodemailer process. Every one is
- * tracked and killed if the harness exits early.
+ * The processes a scenario runs besides the harness: mailroom workers (the `mailroom worker` CLI),
+ * baseline (b)'s BullMQ workers, the direct senders (baseline (a)'s nodemailer process, mailroom's
+ * backend, Django's send_messages) and latency proxies. Every one is tracked and killed if the
+ * harness exits early.
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { BUILT_CLI, CLI, monoMs, procCpuMs, procStatus, REDIS_URL, ROOT, sleep, Tail } from './common.js';
+import type { Delays, ProxyStats } from './latency-proxy.js';
+import type { ProxyEvent, ProxyRequest } from './latency-proxy-process.js';
+import type { NewsletterFields } from './newsletter.js';
 import type { Sink } from './sink-client.js';
 
 const running = new Set<ChildProcess>();
@@ -117,15 +121,20 @@ export async function startMailroomWorker(options: MailroomWorkerOptions): Promi
   };
 }
 
+/**
+ * Forks a bench script through tsx. Scripts that import @mailroom/core (newsletter.ts does) get the
+ * build, or its sources under `--source` (BENCH_WORKER_SOURCE), as the workers do.
+ */
 function forkBench(
   script: string,
   env: Record<string, string>,
   nodeArgs: string[] = [],
 ): { child: ChildProcess; output: Tail; exited: Promise<void> } {
   const output = new Tail();
+  const source = process.env.BENCH_WORKER_SOURCE === '1' ? ['--conditions=source'] : [];
   const child = fork(fileURLToPath(new URL(script, import.meta.url)), [], {
     cwd: ROOT,
-    execArgv: [...nodeArgs, '--import', 'tsx'],
+    execArgv: [...nodeArgs, ...source, '--import', 'tsx'],
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
@@ -187,15 +196,17 @@ export async function startBullmqWorker(options: BullmqWorkerOptions): Promise<W
   };
 }
 
-/** What baseline (a) reports for one batch of sends. */
+/** What a direct sender (baseline (a), mailroom's backend, Django) reports for one batch of sends. */
 export interface DirectSendResult {
+  /** Monotonic ms (the clock of monoMs()) before the first message and after the last one. */
   startedAt: number;
   finishedAt: number;
   failed: number;
+  /** CPU ms of the sender process during the sends. */
   cpuMs: number;
 }
 
-/** Baseline (a): one nodemailer process with a pooled transport of `connections` connections. */
+/** A process that sends messages itself, without a queue, and answers once they are all sent. */
 export interface DirectSender {
   readonly pid: number;
   send(tag: string, from: number, count: number): Promise<DirectSendResult>;
@@ -204,16 +215,12 @@ export interface DirectSender {
   stop(): Promise<void>;
 }
 
-export async function startDirectSender(options: {
-  connections: number;
-  sink: Sink;
-  nodeArgs?: string[];
-}): Promise<DirectSender> {
-  const { child, output, exited } = forkBench(
-    './baselines/nodemailer-direct.ts',
-    { SINK_PORT: String(options.sink.port), CONNECTIONS: String(options.connections) },
-    options.nodeArgs,
-  );
+async function startSender(
+  script: string,
+  env: Record<string, string>,
+  nodeArgs?: string[],
+): Promise<DirectSender> {
+  const { child, output, exited } = forkBench(script, env, nodeArgs);
   await nextMessage(child, 'ready', output);
   const pid = child.pid as number;
   return {
@@ -226,5 +233,106 @@ export async function startDirectSender(options: {
     },
     peakRssKb: () => procStatus(pid)?.VmHWM,
     stop: stopper(child, exited, () => child.send({ type: 'exit' })),
+  };
+}
+
+/**
+ * Baseline (a): one nodemailer process with a pooled transport of `connections` connections to
+ * 127.0.0.1:`port` (the sink's, or a latency proxy's).
+ */
+export function startDirectSender(options: {
+  connections: number;
+  port: number;
+  nodeArgs?: string[];
+}): Promise<DirectSender> {
+  return startSender(
+    './baselines/nodemailer-direct.ts',
+    { SINK_PORT: String(options.port), CONNECTIONS: String(options.connections) },
+    options.nodeArgs,
+  );
+}
+
+/**
+ * mailroom without a queue (bench/mailroom-direct.ts): SmtpBackend.sendMessages to 127.0.0.1:`port`,
+ * one connection per send.
+ */
+export function startMailroomSender(options: { port: number }): Promise<DirectSender> {
+  return startSender('./mailroom-direct.ts', { SINK_PORT: String(options.port) });
+}
+
+const DJANGO_SENDER = fileURLToPath(new URL('./baselines/django-send.py', import.meta.url));
+
+/** A Python that imports Django: the first of `python3` on the PATH and Debian's (python3-django). */
+export function findDjango(): { python: string; version: string } | undefined {
+  for (const python of ['python3', '/usr/bin/python3']) {
+    const probe = spawnSync(python, ['-c', 'import django; print(django.get_version())'], {
+      encoding: 'utf8',
+    });
+    if (probe.status === 0) return { python, version: probe.stdout.trim() };
+  }
+  return undefined;
+}
+
+/**
+ * Sends `messages` with Django's send_messages over one connection to 127.0.0.1:`port`
+ * (bench/baselines/django-send.py, run by `python`); resolves with what the script reports.
+ */
+export async function sendWithDjango(
+  python: string,
+  port: number,
+  messages: readonly NewsletterFields[],
+): Promise<DirectSendResult> {
+  const output = new Tail();
+  const child = spawn(python, [DJANGO_SENDER], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  const exited = track(child, output);
+  child.stdin.end(JSON.stringify({ host: '127.0.0.1', port, timeout: 30, messages }));
+  await exited;
+  if (child.exitCode !== 0) {
+    throw new Error(`the Django sender exited with code ${child.exitCode}:\n${output}`);
+  }
+  return JSON.parse(stdout) as DirectSendResult;
+}
+
+/** The harness's handle on a latency proxy process (latency-proxy-process.ts). */
+export interface LatencyProxyProcess {
+  /** Port on 127.0.0.1 to connect to instead of the target's. */
+  readonly port: number;
+  /** Delays for connections opened from now on; zeroes the counters. */
+  configure(delays: Delays): Promise<void>;
+  /** Counters and the proxy's CPU ms since the last configure. */
+  report(): Promise<{ stats: ProxyStats; cpuMs: number }>;
+  stop(): Promise<void>;
+}
+
+/** Starts a latency proxy process in front of `target` (no delay until configured). */
+export async function startLatencyProxy(target: {
+  host: string;
+  port: number;
+}): Promise<LatencyProxyProcess> {
+  const { child, output, exited } = forkBench('./latency-proxy-process.ts', {
+    TARGET_HOST: target.host,
+    TARGET_PORT: String(target.port),
+  });
+  const { port } = await nextMessage<ProxyEvent & { type: 'listening' }>(child, 'listening', output);
+  // Requests are answered in order and the harness awaits each, so the reply is the next of its type.
+  const ask = <T extends ProxyEvent>(request: ProxyRequest, reply: T['type']) => {
+    const answer = nextMessage<T>(child, reply, output);
+    child.send(request);
+    return answer;
+  };
+  return {
+    port,
+    async configure(delays) {
+      await ask({ type: 'configure', ...delays }, 'configured');
+    },
+    async report() {
+      const { stats, cpuMs } = await ask<ProxyEvent & { type: 'report' }>({ type: 'report' }, 'report');
+      return { stats, cpuMs };
+    },
+    stop: stopper(child, exited, () => child.disconnect()),
   };
 }

@@ -4,6 +4,7 @@
  */
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import type { BenchConfig, ScenarioName } from './config.js';
+import { RTT_SERVERS } from './scenarios/rtt.js';
 
 export interface Machine {
   cpu: string;
@@ -53,6 +54,12 @@ function format(value: number | undefined, digits = 0): string {
 }
 
 const yes = (ok: boolean | undefined) => (ok === undefined ? 'n/a' : ok ? 'yes' : 'NO');
+
+/** Targets of the rtt scenario: mailroom / nodemailer per server at a given RTT. */
+const RTT_TARGETS: readonly { server: string; rttMs: number; ratio: number }[] = [
+  { server: 'smtp-server', rttMs: 10, ratio: 1.8 },
+  { server: 'postfix', rttMs: 10, ratio: 8 },
+];
 
 /** The table rows for the scenarios that ran (a failed scenario shows as such). */
 export function tableRows(config: BenchConfig, medians: Medians, failed: Map<ScenarioName, string>): Row[] {
@@ -151,13 +158,14 @@ export function tableRows(config: BenchConfig, medians: Medians, failed: Map<Sce
           target: '> 1x (b)',
           met: yes(vsBullmq === undefined ? undefined : vsBullmq > 1),
         });
+        const workerCpu = get('mailroom.cpuUsPerMessage');
         rows.push({
           metric: `  worker CPU µs/message (drain-${P}) vs (a) process`,
-          mailroom: format(get('mailroom.cpuUsPerMessage')),
+          mailroom: format(workerCpu),
           baseline: format(get('direct.cpuUsPerMessage')),
           ratio: `${format(ratio('mailroom.cpuUsPerMessage', 'direct.cpuUsPerMessage'), 2)}x`,
-          target: '',
-          met: '',
+          target: '<= 200 µs',
+          met: yes(workerCpu === undefined ? undefined : workerCpu <= 200),
         });
         rows.push({
           metric: `  worker CPU µs/message (drain-${P}) vs (b) workers`,
@@ -300,6 +308,46 @@ export function tableRows(config: BenchConfig, medians: Medians, failed: Map<Sce
           target: '',
           met: '',
         });
+        break;
+      }
+      case 'rtt': {
+        for (const server of RTT_SERVERS) {
+          for (const { rttMs, messages } of config.rttSteps) {
+            const prefix = `${server}.rtt${rttMs}`;
+            const mailroom = format(get(`${prefix}.mailroom.rate`), 1);
+            const vsNodemailer = get(`${prefix}.ratio.vsNodemailer`);
+            const target = RTT_TARGETS.find((each) => each.server === server && each.rttMs === rttMs);
+            const measured = format(get(`${prefix}.measuredRttMs`), 1);
+            rows.push({
+              metric: `${server}, RTT ${rttMs} ms (${measured} measured), ${n(messages)}/connection: msg/s vs (a) pool of 1`,
+              mailroom,
+              baseline: format(get(`${prefix}.nodemailer.rate`), 1),
+              ratio: `${format(vsNodemailer, 2)}x`,
+              target: target ? `>= ${target.ratio}x (a)` : '',
+              met: target ? yes(vsNodemailer === undefined ? undefined : vsNodemailer >= target.ratio) : '',
+            });
+            const django = get(`${prefix}.django.rate`);
+            rows.push({
+              metric: '  vs Django send_messages',
+              mailroom,
+              baseline: django === undefined ? 'skipped (no Django)' : format(django, 1),
+              ratio: django === undefined ? '' : `${format(get(`${prefix}.ratio.vsDjango`), 2)}x`,
+              target: '',
+              met: '',
+            });
+            const cpu = (system: string) =>
+              `${format(get(`${prefix}.${system}.clientCpuPercent`))}; ` +
+              format(get(`${prefix}.${system}.proxyCpuPercent`));
+            rows.push({
+              metric: '  CPU during the send, % of a core: client; proxy',
+              mailroom: cpu('mailroom'),
+              baseline: `${cpu('nodemailer')} (a)${django === undefined ? '' : `, ${cpu('django')} Django`}`,
+              ratio: '',
+              target: '',
+              met: '',
+            });
+          }
+        }
         break;
       }
       case 'profile':

@@ -3,9 +3,10 @@
  * same SMTP sink (its own process) with the same newsletter messages:
  *   (a) direct nodemailer: one process, pooled transport, sendMail per message;
  *   (b) plain BullMQ: one job per message (queue.addBulk), workers sending each job with nodemailer.
+ * The rtt scenario adds Django's send_messages, and Postfix as a second server, behind a latency proxy.
  *
  *   pnpm bench                    every scenario, 3 runs each (figures are medians)
- *   pnpm bench --quick            small sizes, one run (about a minute)
+ *   pnpm bench --quick            small sizes, one run (about two minutes)
  *   pnpm bench drain-1 --runs 5   one scenario by name
  *   pnpm bench --profile          also CPU profiles (worker, producer, baselines)
  *
@@ -27,6 +28,7 @@ import { enqueueScenario } from './scenarios/enqueue.js';
 import { latencyScenario } from './scenarios/latency.js';
 import { memoryScenario } from './scenarios/memory.js';
 import { profileScenario } from './scenarios/profile.js';
+import { rttScenario } from './scenarios/rtt.js';
 import type { Context, RunResult } from './scenarios/types.js';
 import { startSink } from './sink-client.js';
 import { openBases } from './systems.js';
@@ -38,6 +40,7 @@ const scenarios: Record<ScenarioName, (context: Context, run: number) => Promise
   latency: latencyScenario,
   memory: memoryScenario,
   delay: delayScenario,
+  rtt: rttScenario,
   profile: profileScenario,
 };
 

@@ -93,7 +93,7 @@ export async function directDrain(
   await sink.reset(options.sinkOptions);
   const sender = await startDirectSender({
     connections,
-    sink,
+    port: sink.port,
     ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
   });
   try {

@@ -64,7 +64,10 @@ async function queueLatencies(
 
 async function directLatencies(context: Context, tag: string, sends: number): Promise<number[]> {
   const watch = arrivals(context);
-  const sender = await startDirectSender({ connections: context.config.concurrency, sink: context.sink });
+  const sender = await startDirectSender({
+    connections: context.config.concurrency,
+    port: context.sink.port,
+  });
   const latencies: number[] = [];
   try {
     for (let index = 0; index < WARMUP_SENDS + sends; index++) {

@@ -176,7 +176,7 @@ export abstract class BaseEmailBackend implements AsyncDisposable {
           this.failSilently ? {} : { window: 1 },
         );
         queue = [...result.unsent.map((item) => item.message), ...pending.slice(next)];
-        if (!result.error || queue.length === 0) break;
+        if (!result.error || queue.length === 0 || failure) break;
         // The connection failed: the rest go over a new one, as deliver() would reopen for each.
         if (!this.isOpen && (await this.open()) === undefined) {
           if (!this.failSilently) throw result.error;

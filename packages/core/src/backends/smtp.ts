@@ -242,10 +242,7 @@ export class SmtpBackend extends BaseEmailBackend {
     return result;
   }
 
-  protected override async deliverRendered(
-    envelope: Envelope,
-    bytes: Buffer,
-  ): Promise<DeliveryOutcome> {
+  protected override async deliverRendered(envelope: Envelope, bytes: Buffer): Promise<DeliveryOutcome> {
     const session = this.#session;
     if (!session || session.closed) {
       this.dropConnection();

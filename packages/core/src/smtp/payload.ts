@@ -46,16 +46,20 @@ function normalise(bytes: Buffer, mode: PayloadMode): Buffer {
   let o = 0;
   let lineStart = 0;
   let line = 1;
+  // The dot added by stuffing is not part of the line's length (RFC 5321 §4.5.2).
+  let stuffed = 0;
   const endLine = () => {
-    if (o - lineStart > MAX_LINE_OCTETS) {
+    const length = o - lineStart - stuffed;
+    if (length > MAX_LINE_OCTETS) {
       throw new ValidationError(
-        `line ${line} of the message is ${o - lineStart} octets long; SMTP allows at most ${MAX_LINE_OCTETS}`,
+        `line ${line} of the message is ${length} octets long; SMTP allows at most ${MAX_LINE_OCTETS}`,
         { field: 'message' },
       );
     }
     out[o++] = CR;
     out[o++] = LF;
     lineStart = o;
+    stuffed = 0;
     line++;
   };
   for (let i = 0; i < bytes.length; i++) {
@@ -66,7 +70,10 @@ function normalise(bytes: Buffer, mode: PayloadMode): Buffer {
     } else if (byte === LF) {
       endLine();
     } else {
-      if (mode === 'data' && byte === DOT && o === lineStart) out[o++] = DOT;
+      if (mode === 'data' && byte === DOT && o === lineStart) {
+        out[o++] = DOT;
+        stuffed = 1;
+      }
       out[o++] = byte;
     }
   }

@@ -33,13 +33,15 @@ export function protocolError(message: string): DeliveryError {
 }
 
 /**
- * Splits the server's byte stream into replies. `push()` returns the replies a chunk completed;
- * a malformed line (no three-digit code, codes that change inside one reply, an endless line)
- * throws a protocol error, since every later reply would be matched to the wrong command.
+ * Splits the server's byte stream into replies. `push()` returns the replies a chunk completed; a
+ * malformed line (no three-digit code, codes that change inside one reply, an endless line) sets
+ * `error`, a protocol error.
  */
 export class ReplyParser {
   #partial = '';
   #code = 0;
+  /** Set once a malformed line was read; nothing after it is parsed. */
+  error: Error | undefined;
   #lines: string[] = [];
 
   /** Bytes received but not yet part of a complete line (must be none at a STARTTLS upgrade). */
@@ -47,18 +49,28 @@ export class ReplyParser {
     return this.#partial.length + this.#lines.length;
   }
 
+  /**
+   * The replies `chunk` completes. A malformed line stops the parsing: the replies completed before
+   * it are still returned (the server did send them), and {@link ReplyParser.error} is set; the
+   * connection must then be failed, since every later reply would be matched to the wrong command.
+   */
   push(chunk: Buffer): SmtpReply[] {
+    if (this.error) return [];
     const text = this.#partial + chunk.toString('utf8');
     const replies: SmtpReply[] = [];
     let start = 0;
-    for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
-      const line = text.charCodeAt(end - 1) === 13 ? text.slice(start, end - 1) : text.slice(start, end);
-      start = end + 1;
-      const reply = this.#line(line);
-      if (reply) replies.push(reply);
+    try {
+      for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
+        const line = text.charCodeAt(end - 1) === 13 ? text.slice(start, end - 1) : text.slice(start, end);
+        start = end + 1;
+        const reply = this.#line(line);
+        if (reply) replies.push(reply);
+      }
+      this.#partial = text.slice(start);
+      if (this.#partial.length > MAX_LINE) throw protocolError('a reply line longer than 64 KiB');
+    } catch (error) {
+      this.error = error as Error;
     }
-    this.#partial = text.slice(start);
-    if (this.#partial.length > MAX_LINE) throw protocolError('a reply line longer than 64 KiB');
     return replies;
   }
 

@@ -360,13 +360,8 @@ export class SmtpSession {
 
   readonly #onData = (chunk: Buffer): void => {
     this.#lastActivity = Date.now();
-    let replies: SmtpReply[];
-    try {
-      replies = this.#parser.push(chunk);
-    } catch (error) {
-      this.#fail(error as Error);
-      return;
-    }
+    const parser = this.#parser;
+    const replies = parser.push(chunk);
     for (const reply of replies) {
       if (this.#failure) return;
       const pending = this.#pending.shift();
@@ -385,7 +380,9 @@ export class SmtpSession {
         return;
       }
     }
-    if (this.#pending.length === 0) this.#disarm();
+    // Replies completed before a malformed line were matched above; nothing after it can be.
+    if (parser.error) this.#fail(parser.error);
+    else if (this.#pending.length === 0) this.#disarm();
   };
 
   readonly #onError = (error: Error & { code?: string }): void => {
@@ -417,12 +414,18 @@ export class SmtpSession {
     this.#failureListeners.clear();
   }
 
-  /** Writes now; everything written in one tick leaves in one segment (the socket is corked until the next tick). */
+  /**
+   * Writes now; everything written before the event loop moves on leaves in one segment: the socket
+   * stays corked until setImmediate, after the promise callbacks that hand out the next message. A
+   * body and the next message's commands written apart would let the server answer in two small
+   * writes, and a server with Nagle's algorithm on (Postfix) then holds the second until our
+   * delayed ACK, 40 ms later.
+   */
   #write(data: string | Buffer, onWritten?: () => void): void {
     if (!this.#corked) {
       this.#corked = true;
       this.#socket.cork();
-      process.nextTick(this.#uncork);
+      setImmediate(this.#uncork);
     }
     if (onWritten) this.#socket.write(data, onWritten);
     else this.#socket.write(data);
@@ -497,8 +500,8 @@ export class SmtpSession {
 
   /**
    * Sends messages from `source` over this connection, at most `window` not yet settled at once
-   * (with PIPELINING and CHUNKING; with PIPELINING alone at most 2, as the next message can only
-   * follow the previous body; without PIPELINING 1). Each message is settled exactly once; a message
+   * (with PIPELINING and CHUNKING; with PIPELINING alone at most 2 on the wire, as the next message
+   * can only follow the previous body, and a third taken in advance; without PIPELINING 1). Each message is settled exactly once; a message
    * refused by the server settles with its refusal, and the others go on. Resolves when the source
    * ends and every message is settled, or when the connection fails (every message without its
    * final reply settles as a connection failure, and items never written come back as `unsent`).
@@ -513,7 +516,9 @@ export class SmtpSession {
     const mode: PayloadMode = ext.chunking && this.#options.chunking !== false ? 'bdat' : 'data';
     const pipelined = ext.pipelining && this.#options.pipelining !== false;
     const size = Math.max(1, Math.floor(window));
-    const capacity = !pipelined ? 1 : mode === 'bdat' ? size : Math.min(2, size);
+    // DATA: one message waiting for its final reply, one for its 354, and one more taken in advance
+    // so that its commands leave with the previous body (it is not on the wire before that).
+    const capacity = !pipelined || size === 1 ? 1 : mode === 'bdat' ? size : Math.min(3, size);
     let occupied = 0;
     let exhausted = false;
     let fetching = false;
@@ -639,6 +644,9 @@ export class SmtpSession {
 
       /** After the final reply: done, a follow-up for "too many recipients", or a second try after a suspect 503. */
       const onFinal = (tx: Tx<T>, reply: SmtpReply, command: string) => {
+        // A 354 to BDAT (or to the end of data): the server may now read dot-terminated data that
+        // our framing did not stuff. Nothing it says from here on can be trusted.
+        if (outOfSpec(tx, reply, command === 'DATA' ? 'the end of data' : command)) return;
         if (isPositive(reply) && tx.accepted.length > 0) {
           const root = tx.root ?? tx;
           if (tx.tooMany.length > 0 && root.rounds < MAX_FOLLOW_UPS) {
@@ -659,11 +667,12 @@ export class SmtpSession {
           );
           return;
         }
-        if (tx.mail && isPositive(tx.mail)) {
-          // The transaction may still be open: RSET before the next MAIL. Messages already written
-          // behind it may meet "nested MAIL" (503); they are sent once more after the RSET.
+        if (mode === 'bdat' && tx.mail && isPositive(tx.mail)) {
+          // A refused BDAT LAST may leave the transaction open (a refused end of data never does,
+          // RFC 5321 §4.1.1.4): RSET before the next MAIL. Messages already written behind it may
+          // meet "nested MAIL" (503); they are sent once more after the RSET.
           this.#needsReset = true;
-          if (mode === 'bdat') for (const later of written) if (later !== tx) later.suspect = true;
+          for (const later of written) if (later !== tx) later.suspect = true;
         } else if (tx.suspect && !tx.retried && tx.mail?.code === 503) {
           const again = newTx(tx.item, tx.envelope, tx, tx.root);
           again.retried = true;
@@ -694,6 +703,20 @@ export class SmtpSession {
         done: false,
         outcome: undefined,
       });
+
+      /**
+       * A reply no server may give to `command` fails the connection, and its message with it (true
+       * then): whatever the server does next cannot be matched to our commands.
+       */
+      const outOfSpec = (tx: Tx<T>, reply: SmtpReply, command: string): boolean => {
+        const intermediate = reply.code >= 300 && reply.code < 400;
+        const expected = command === 'DATA' ? reply.code === 354 || reply.code >= 400 : !intermediate;
+        if (expected) return false;
+        const error = protocolError(`a ${reply.code} reply to ${command}`);
+        this.#fail(error);
+        complete(tx, failedOutcome(error));
+        return true;
+      };
 
       const onRcpt = (tx: Tx<T>, recipient: string, reply: SmtpReply) => {
         if (isPositive(reply)) tx.accepted.push(recipient);
@@ -735,9 +758,14 @@ export class SmtpSession {
         for (const recipient of tx.envelope.to) commands += `RCPT TO:<${recipient}>\r\n`;
         const lost = onConnectionLost(tx);
         this.#expect((reply) => {
+          if (outOfSpec(tx, reply, 'MAIL FROM')) return;
           tx.mail = reply;
         }, lost);
-        for (const recipient of tx.envelope.to) this.#expect((reply) => onRcpt(tx, recipient, reply), lost);
+        for (const recipient of tx.envelope.to) {
+          this.#expect((reply) => {
+            if (!outOfSpec(tx, reply, 'RCPT TO')) onRcpt(tx, recipient, reply);
+          }, lost);
+        }
         if (mode === 'bdat') {
           this.#write(commands);
           writeBody(tx, 'BDAT');
@@ -747,6 +775,7 @@ export class SmtpSession {
         barrier = tx;
         this.#expect((reply) => {
           barrier = undefined;
+          if (outOfSpec(tx, reply, 'DATA')) return;
           if (reply.code === 354) {
             if (tx.accepted.length > 0 && tx.mail && isPositive(tx.mail)) {
               writeBody(tx, 'DATA');
@@ -854,16 +883,18 @@ export class SmtpSession {
           return failedOutcome(error);
         }
         const bytes = payloadLength(chunks);
-        if (ext.size && next.bytes.length > ext.size) {
+        // RFC 1870: CRLF line endings counted, the final dot not; stuffing dots (rare) overstate it a little.
+        const declared = mode === 'data' ? bytes - 3 : bytes;
+        if (ext.size && declared > ext.size) {
           return failedOutcome(
             new DeliveryError(
-              `The message is ${next.bytes.length} bytes; the SMTP server accepts at most ${ext.size} (SIZE)`,
+              `The message is ${declared} bytes; the SMTP server accepts at most ${ext.size} (SIZE)`,
               { code: 'EMESSAGE' },
             ),
           );
         }
         let params = '';
-        if (ext.size !== undefined) params += ` SIZE=${next.bytes.length}`;
+        if (ext.size !== undefined) params += ` SIZE=${declared}`;
         if (ext.eightBitMime && !isAscii(next.bytes)) params += ' BODY=8BITMIME';
         if (utf8) params += ' SMTPUTF8';
         return newTx(next.item, envelope, { chunks, size: bytes, params }, undefined);
