@@ -8,6 +8,7 @@ import { defineConfig } from 'vitest/config';
  */
 const processFiles = [
   'test/worker-processes.test.ts',
+  'test/worker-crash-window.test.ts',
   'test/campaign.test.ts',
   'test/metrics.test.ts',
   'test/cli*.test.ts',

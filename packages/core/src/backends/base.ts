@@ -1,7 +1,7 @@
 /** The backend contract every email backend implements (Django's BaseEmailBackend), and deliver() outcomes. */
 import { envelopeAddress } from '../address.js';
 import { type Classification, classifyDeliveryError, type FailureReason } from '../classify.js';
-import { coerceError, InvalidAddressError, MailError } from '../errors.js';
+import { coerceError, InvalidAddressError, MailError, ValidationError } from '../errors.js';
 import type { EmailMessage } from '../message.js';
 
 /** MAIL FROM and RCPT TO of one message: addr-specs with punycoded domains. */
@@ -161,7 +161,7 @@ export abstract class BaseEmailBackend implements AsyncDisposable {
       let queue: EmailMessage[] = [...messages];
       const settle = (_item: StreamItem, outcome: DeliveryOutcome) => {
         if (outcome.delivered) sent++;
-        else if (outcome.error && (!this.failSilently || outcome.classification?.reason === 'invalid')) {
+        else if (outcome.error && (!this.failSilently || outcome.error instanceof ValidationError)) {
           failure ??= outcome.error;
         }
       };
