@@ -4,6 +4,7 @@ export {
   type BackendOptions,
   BaseEmailBackend,
   type DeliverOptions,
+  type DeliverStreamOptions,
   type DeliverStreamResult,
   type DeliveryOutcome,
   deliveredOutcome,

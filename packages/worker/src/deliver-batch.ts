@@ -56,8 +56,8 @@ interface BatchItem extends StreamItem {
 /**
  * Sends the pending messages of one batch over ONE backend connection (reopened at most
  * `maxReconnects` times if it drops), pipelined: up to the backend's window (MAILROOM_PIPELINE_WINDOW)
- * of messages are on the wire at once, and their outcomes are written to the ledger in groups, one
- * Redis round trip for the replies that arrived together. A message keeps its place in the window
+ * of messages are on the wire at once, and their outcomes are written to the ledger in groups (one
+ * Redis round trip per group, see GroupWriter). A message keeps its place in the window
  * until its entry is written, so a worker killed at any moment has at most one window per connection
  * sent but not recorded (sent again by the next attempt). Stops taking new messages for shutdown, a
  * campaign pause or cancel, a lost lock or a lost connection; what is in flight settles first (one
@@ -131,7 +131,7 @@ export async function deliverBatch(input: DeliverBatchInput): Promise<DeliverBat
   try {
     if (!(await connect())) return { settled, stopped: 'connection', connectionError };
     for (;;) {
-      const result = await backend.deliverStream(next, onSettled);
+      const result = await backend.deliverStream(next, onSettled, { onWaiting: () => writer.flush() });
       // Taken but never written: back to the front, for the next connection.
       queue.unshift(...result.unsent.map((item) => item.pending));
       sent -= result.unsent.length;
@@ -151,10 +151,15 @@ export async function deliverBatch(input: DeliverBatchInput): Promise<DeliverBat
   return { settled, stopped, connectionError };
 }
 
+/** Ledger entries written together once this many have settled (sooner when the pipeline waits for them). */
+const LEDGER_GROUP = 8;
+
 /**
- * Group commit of ledger entries: entries that settle while a write is on its way (or in the same
- * tick) go together in the next write, so a window of replies costs one Redis round trip, not one
- * per message. Each add() resolves once its entry is written.
+ * Group commit of ledger entries: one Redis round trip (one RECORD script) per group of messages,
+ * not per message. Entries are held until {@link LEDGER_GROUP} have settled, or until the pipeline
+ * can only go on once they are written (`flush()`, from the stream's onWaiting: the window is full
+ * of unrecorded messages, or nothing else is on the wire), and while one write is on its way the
+ * next entries gather for the one after. Each add() resolves once its entry is written.
  */
 class GroupWriter {
   readonly #ledger: Ledger;
@@ -163,7 +168,7 @@ class GroupWriter {
   #entries: [number, LedgerEntry][] = [];
   #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   #writing = false;
-  #scheduled = false;
+  #flushRequested = false;
 
   constructor(ledger: Ledger, batch: BatchRef, onStatus: (status: BatchStatus) => void) {
     this.#ledger = ledger;
@@ -173,20 +178,21 @@ class GroupWriter {
 
   add(index: number, entry: LedgerEntry): Promise<void> {
     this.#entries.push([index, entry]);
-    return new Promise((resolve, reject) => {
-      this.#waiters.push({ resolve, reject });
-      if (!this.#scheduled && !this.#writing) {
-        this.#scheduled = true;
-        // After the replies of the same chunk have settled: they go in this write too.
-        queueMicrotask(this.#write);
-      }
-    });
+    const written = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    if (this.#entries.length >= LEDGER_GROUP) this.#write();
+    return written;
   }
 
-  readonly #write = (): void => {
-    this.#scheduled = false;
+  /** Writes what has gathered now (or right after the write on its way). */
+  flush(): void {
+    this.#flushRequested = true;
+    this.#write();
+  }
+
+  #write(): void {
     if (this.#writing || this.#entries.length === 0) return;
     this.#writing = true;
+    this.#flushRequested = false;
     const entries = this.#entries;
     const waiters = this.#waiters;
     this.#entries = [];
@@ -202,11 +208,11 @@ class GroupWriter {
         this.#done();
       },
     );
-  };
+  }
 
   #done(): void {
     this.#writing = false;
-    this.#write();
+    if (this.#flushRequested || this.#entries.length >= LEDGER_GROUP) this.#write();
   }
 }
 

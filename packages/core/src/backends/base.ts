@@ -71,6 +71,18 @@ export interface DeliverStreamResult<I extends StreamItem> {
   unsent: I[];
 }
 
+/** Options of {@link BaseEmailBackend.deliverStream}. */
+export interface DeliverStreamOptions {
+  /** Messages in flight at once (the SMTP backend's pipeline window; others send one at a time). */
+  window?: number;
+  /**
+   * Called when the stream can only go on once settled messages are acknowledged (their `settled`
+   * promises resolve): a caller that acknowledges in groups (the worker's ledger writes) must
+   * finish its group then.
+   */
+  onWaiting?: () => void;
+}
+
 /** Options every backend accepts. */
 export interface BackendOptions {
   /** Swallow delivery errors (connection failures, refused messages); validation errors still throw. */
@@ -198,14 +210,17 @@ export abstract class BaseEmailBackend implements AsyncDisposable {
   async deliverStream<I extends StreamItem>(
     next: StreamSource<I>,
     settled: SettleItem<I>,
-    _options: { window?: number } = {},
+    options: DeliverStreamOptions = {},
   ): Promise<DeliverStreamResult<I>> {
     for (let item = await next(); item !== undefined; item = await next()) {
       const outcome = await this.deliver(
         item.message,
         item.recipients ? { recipients: item.recipients } : {},
       );
-      await settled(item, outcome);
+      const acknowledged = settled(item, outcome);
+      // One message at a time: nothing moves on until this one is acknowledged.
+      options.onWaiting?.();
+      await acknowledged;
     }
     return { error: undefined, unsent: [] };
   }

@@ -13,6 +13,7 @@ import {
 import {
   type BackendOptions,
   BaseEmailBackend,
+  type DeliverStreamOptions,
   type DeliverStreamResult,
   type DeliveryOutcome,
   type Envelope,
@@ -205,7 +206,7 @@ export class SmtpBackend extends BaseEmailBackend {
   override async deliverStream<I extends StreamItem>(
     next: StreamSource<I>,
     settled: SettleItem<I>,
-    options: { window?: number } = {},
+    options: DeliverStreamOptions = {},
   ): Promise<DeliverStreamResult<I>> {
     if (!this.#session && (await this.open()) === undefined) {
       return { error: this.lastOpenError, unsent: [] };
@@ -237,7 +238,12 @@ export class SmtpBackend extends BaseEmailBackend {
         return { item, envelope, bytes, smtpUtf8: hasUtf8Headers(bytes) };
       }
     };
-    const result = await session.stream(source, settled, options.window ?? this.pipelineWindow);
+    const result = await session.stream(
+      source,
+      settled,
+      options.window ?? this.pipelineWindow,
+      options.onWaiting,
+    );
     if (result.error && this.#session === session) this.dropConnection();
     return result;
   }

@@ -14,24 +14,44 @@ export type PayloadMode = 'data' | 'bdat';
 
 /**
  * Whether the bytes can go out unchanged: every CR is followed by LF, every LF preceded by CR, no
- * line longer than 998 octets, the last line ends with CRLF, and (for DATA) no line starts with ".".
- * Two native scans (Buffer#indexOf) per message: the common case costs no copy.
+ * line longer than 998 octets, and (for DATA) no line starts with ".". `'unterminated'` when that
+ * holds but the last line lacks its CRLF (core's messages end that way, as Django's do): a CRLF
+ * chunk after them is all they need. For DATA, the start of every line beginning with "." goes in
+ * `dots` (a stuffing dot is put before it). Two native scans (Buffer#indexOf), no copy.
  */
-function isClean(bytes: Buffer, mode: PayloadMode): boolean {
+function cleanliness(bytes: Buffer, mode: PayloadMode, dots: number[]): 'clean' | 'unterminated' | 'dirty' {
   const length = bytes.length;
-  if (length === 0) return true;
-  if (length < 2 || bytes[length - 2] !== CR || bytes[length - 1] !== LF) return false;
+  if (length === 0) return 'clean';
   let lineStart = 0;
   for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, lineStart)) {
-    if (lf === 0 || bytes[lf - 1] !== CR) return false;
-    if (lf - 1 - lineStart > MAX_LINE_OCTETS) return false;
-    if (mode === 'data' && bytes[lineStart] === DOT) return false;
+    if (lf === 0 || bytes[lf - 1] !== CR) return 'dirty';
+    if (lf - 1 - lineStart > MAX_LINE_OCTETS) return 'dirty';
+    if (mode === 'data' && bytes[lineStart] === DOT) dots.push(lineStart);
     lineStart = lf + 1;
   }
   for (let cr = bytes.indexOf(CR); cr !== -1; cr = bytes.indexOf(CR, cr + 2)) {
-    if (bytes[cr + 1] !== LF) return false;
+    if (bytes[cr + 1] !== LF) return 'dirty';
   }
-  return true;
+  if (lineStart === length) return 'clean';
+  // The last line, without its CRLF.
+  if (length - lineStart > MAX_LINE_OCTETS) return 'dirty';
+  if (mode === 'data' && bytes[lineStart] === DOT) dots.push(lineStart);
+  return 'unterminated';
+}
+
+const STUFFING = Buffer.from('.', 'latin1');
+
+/** The bytes as slices with a stuffing dot before each line that starts with "." (no copy). */
+function stuffed(bytes: Buffer, dots: readonly number[]): Buffer[] {
+  const chunks: Buffer[] = [];
+  let from = 0;
+  for (const at of dots) {
+    if (at > from) chunks.push(bytes.subarray(from, at));
+    chunks.push(STUFFING);
+    from = at;
+  }
+  chunks.push(bytes.subarray(from));
+  return chunks;
 }
 
 /**
@@ -86,9 +106,16 @@ function normalise(bytes: Buffer, mode: PayloadMode): Buffer {
  * the sum of the chunks), for `data` what follows the 354 reply, terminator included.
  */
 export function framePayload(bytes: Buffer, mode: PayloadMode): Buffer[] {
-  const body = isClean(bytes, mode) ? bytes : normalise(bytes, mode);
-  if (mode === 'bdat') return [body];
-  return body.length === 0 ? [TERMINATOR] : [body, TERMINATOR];
+  const dots: number[] = [];
+  const state = cleanliness(bytes, mode, dots);
+  if (state === 'dirty') {
+    const body = normalise(bytes, mode);
+    return mode === 'bdat' ? [body] : [body, TERMINATOR];
+  }
+  const body = dots.length > 0 ? stuffed(bytes, dots) : [bytes];
+  if (state === 'unterminated') body.push(CRLF);
+  if (mode === 'data') body.push(TERMINATOR);
+  return body;
 }
 
 /** Total length of framed chunks. */
@@ -97,5 +124,3 @@ export function payloadLength(chunks: readonly Buffer[]): number {
   for (const chunk of chunks) length += chunk.length;
   return length;
 }
-
-export { CRLF };

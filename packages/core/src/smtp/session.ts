@@ -499,27 +499,35 @@ export class SmtpSession {
   // ---- Messages -----------------------------------------------------------------------------
 
   /**
-   * Sends messages from `source` over this connection, at most `window` not yet settled at once
-   * (with PIPELINING and CHUNKING; with PIPELINING alone at most 2 on the wire, as the next message
-   * can only follow the previous body, and a third taken in advance; without PIPELINING 1). Each message is settled exactly once; a message
-   * refused by the server settles with its refusal, and the others go on. Resolves when the source
-   * ends and every message is settled, or when the connection fails (every message without its
-   * final reply settles as a connection failure, and items never written come back as `unsent`).
-   * Rejects only when `settle` rejects, after the messages in flight are settled.
+   * Sends messages from `source` over this connection. At most `window` messages are taken and not
+   * yet acknowledged (a settle promise still pending) at once; of those, on the wire without their
+   * final reply: `window` with PIPELINING and CHUNKING, 2 with PIPELINING alone (the next message can
+   * only follow the previous body) plus a third taken in advance, 1 without PIPELINING. Each message
+   * is settled exactly once; a message refused by the server settles with its refusal, and the others
+   * go on. `onWaiting` is called whenever the stream can only go on once settled messages are
+   * acknowledged (the window is full of them, or nothing else is on the wire): a caller that
+   * acknowledges in groups must finish its group then. Resolves when the source ends and every
+   * message is settled, or when the connection fails (every message without its final reply settles
+   * as a connection failure, and items never written come back as `unsent`). Rejects only when
+   * `settle` rejects, after the messages in flight are settled.
    */
   stream<T>(
     source: TransactionSource<T>,
     settle: SettleTransaction<T>,
     window: number,
+    onWaiting?: () => void,
   ): Promise<StreamResult<T>> {
     const ext = this.extensions;
     const mode: PayloadMode = ext.chunking && this.#options.chunking !== false ? 'bdat' : 'data';
     const pipelined = ext.pipelining && this.#options.pipelining !== false;
-    const size = Math.max(1, Math.floor(window));
+    const capacity = Math.max(1, Math.floor(window));
     // DATA: one message waiting for its final reply, one for its 354, and one more taken in advance
     // so that its commands leave with the previous body (it is not on the wire before that).
-    const capacity = !pipelined || size === 1 ? 1 : mode === 'bdat' ? size : Math.min(3, size);
+    const wireLimit = !pipelined || capacity === 1 ? 1 : mode === 'bdat' ? capacity : Math.min(3, capacity);
+    /** Taken from the source and not yet acknowledged. */
     let occupied = 0;
+    /** Settled, waiting for the caller's acknowledgement. */
+    let unacknowledged = 0;
     let exhausted = false;
     let fetching = false;
     let settleError: Error | undefined;
@@ -540,11 +548,18 @@ export class SmtpSession {
 
       const release = () => {
         occupied--;
+        unacknowledged--;
         void fill();
         finishIfDone();
       };
 
+      /** Asks for the acknowledgements when nothing else can move the stream on. */
+      const nudge = () => {
+        if (unacknowledged > 0 && (occupied >= capacity || occupied === unacknowledged)) onWaiting?.();
+      };
+
       const report = (item: T, outcome: DeliveryOutcome) => {
+        unacknowledged++;
         let result: void | Promise<void>;
         try {
           result = settle(item, outcome);
@@ -558,6 +573,7 @@ export class SmtpSession {
             settleError ??= error as Error;
             release();
           });
+          nudge();
         } else release();
       };
 
@@ -904,7 +920,13 @@ export class SmtpSession {
         if (fetching) return;
         fetching = true;
         try {
-          while (!exhausted && !this.#failure && !settleError && occupied < capacity) {
+          while (
+            !exhausted &&
+            !this.#failure &&
+            !settleError &&
+            occupied < capacity &&
+            occupied - unacknowledged < wireLimit
+          ) {
             const next = await source();
             if (next === undefined) {
               exhausted = true;
@@ -928,6 +950,7 @@ export class SmtpSession {
         } finally {
           fetching = false;
         }
+        nudge();
         finishIfDone();
       };
 
@@ -950,6 +973,7 @@ export class SmtpSession {
         }
         barrier = undefined;
         // Pending handlers already settled the written messages; release any fetch waiting to finish.
+        nudge();
         finishIfDone();
       });
 
