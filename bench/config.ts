@@ -73,7 +73,7 @@ Options:
                           quick: 5000, 500, 50, 1500, 60, 20)
   --reply-delay <ms>      reply delay of the delay scenario (default 5)
   --rtt <a,b,c>           messages per connection of the rtt scenario at ${RTTS_MS.join(', ')} ms RTT
-                          (full: 400,100,25; quick: 150,30,10)
+                          (full: 400,300,60; quick: 150,30,10)
   --worker-node-args=<a>  extra node flags for the mailroom worker processes, space-separated
   --source                run mailroom (workers, senders) from source through tsx (default: the
                           build, made with pnpm build before the first scenario, as it is deployed)
@@ -86,7 +86,7 @@ function count(value: string | undefined, fallback: number, name: string): numbe
   return number;
 }
 
-/** `--rtt 400,100,25`: one message count per RTT of {@link RTTS_MS}, in order. */
+/** `--rtt 400,300,60`: one message count per RTT of {@link RTTS_MS}, in order. */
 function rttSteps(value: string | undefined, fallback: readonly number[]): RttStep[] {
   const counts =
     value === undefined ? fallback : value.split(',').map((part) => count(part.trim(), 0, 'rtt'));
@@ -148,7 +148,7 @@ export function parseConfig(argv: string[]): BenchConfig | 'help' {
     memoryMessages: count(values.memory, quick ? 1500 : 100_000, 'memory'),
     delayMessages: count(values.delay, quick ? 60 : 1000, 'delay'),
     replyDelayMs: count(values['reply-delay'], 5, 'reply-delay'),
-    rttSteps: rttSteps(values.rtt, quick ? [150, 30, 10] : [400, 100, 25]),
+    rttSteps: rttSteps(values.rtt, quick ? [150, 30, 10] : [400, 300, 60]),
     profileMessages: drainMessages,
     workerNodeArgs: (values['worker-node-args'] ?? '').split(' ').filter((word) => word !== ''),
     source: values.source,

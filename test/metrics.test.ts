@@ -218,7 +218,9 @@ describe('worker metrics endpoint', () => {
       },
     });
     harness.onCleanup(async () => release());
-    const { worker, port } = await spawn({ MAILROOM_SHUTDOWN_TIMEOUT: '60s' });
+    // A window of 1: `after@` is not taken while `held@` is on the wire, so "nothing after the
+    // shutdown starts" is exact (with a wider window the messages already in flight finish too).
+    const { worker, port } = await spawn({ MAILROOM_SHUTDOWN_TIMEOUT: '60s', MAILROOM_PIPELINE_WINDOW: '1' });
 
     expect((await get(port, '/healthz')).status).toBe(200);
     await waitUntil(async () => (await get(port, '/readyz')).status === 200, '/readyz 200', 30_000, 100);

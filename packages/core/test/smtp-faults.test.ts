@@ -4,8 +4,8 @@ import {
   type DeliveryOutcome,
   EmailMessage,
   SmtpBackend,
+  type SmtpMessageTransaction,
   SmtpSession,
-  type SmtpTransaction,
   type StreamResult,
 } from '@mailroom/core';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -79,7 +79,7 @@ function transaction(
   seq: number,
   to: string[] = [rcpt(seq)],
   body = `Body of message ${seq}\r\n`,
-): SmtpTransaction<number> {
+): SmtpMessageTransaction<number> {
   return {
     item: seq,
     envelope: { from: sender(seq), to },
@@ -121,7 +121,7 @@ interface Run {
 
 async function stream(
   session: SmtpSession,
-  messages: SmtpTransaction<number>[],
+  messages: SmtpMessageTransaction<number>[],
   window: number,
 ): Promise<Run> {
   const outcomes = new Map<number, DeliveryOutcome>();

@@ -219,23 +219,17 @@ export class SmtpBackend extends BaseEmailBackend {
       };
     }
     const source = async (): Promise<SmtpTransaction<I> | undefined> => {
-      for (;;) {
-        const item = await next();
-        if (item === undefined) return undefined;
-        let envelope: Envelope;
-        let bytes: Buffer;
-        try {
-          envelope = this.envelope(item.message, item.recipients ? { recipients: item.recipients } : {});
-          if (envelope.to.length === 0) {
-            await settled(item, { delivered: false, accepted: [], refused: [] });
-            continue;
-          }
-          bytes = item.message.message();
-        } catch (error) {
-          await settled(item, failedOutcome(error));
-          continue;
-        }
+      const item = await next();
+      if (item === undefined) return undefined;
+      try {
+        const envelope = this.envelope(item.message, item.recipients ? { recipients: item.recipients } : {});
+        // Django skips a message without recipients: not sent, not an error.
+        if (envelope.to.length === 0)
+          return { item, outcome: { delivered: false, accepted: [], refused: [] } };
+        const bytes = item.message.message();
         return { item, envelope, bytes, smtpUtf8: hasUtf8Headers(bytes) };
+      } catch (error) {
+        return { item, outcome: failedOutcome(error) };
       }
     };
     const result = await session.stream(

@@ -56,13 +56,25 @@ export interface SmtpExtensions {
 }
 
 /** One message handed to {@link SmtpSession.stream}: the caller's item, its envelope and bytes. */
-export interface SmtpTransaction<T> {
+export interface SmtpMessageTransaction<T> {
   item: T;
   envelope: Envelope;
   bytes: Buffer;
   /** The message needs SMTPUTF8 beyond what its envelope shows (UTF-8 addresses in its headers). */
   smtpUtf8?: boolean;
 }
+
+/**
+ * A message the caller already knows cannot be sent (it could not be rendered): settled in turn
+ * like the others, with this outcome, without touching the connection.
+ */
+export interface SmtpSettledTransaction<T> {
+  item: T;
+  outcome: DeliveryOutcome;
+}
+
+/** What a {@link TransactionSource} hands out. */
+export type SmtpTransaction<T> = SmtpMessageTransaction<T> | SmtpSettledTransaction<T>;
 
 /** Where {@link SmtpSession.stream} takes its messages: undefined ends the stream (or stops it early). */
 export type TransactionSource<T> = () =>
@@ -872,7 +884,9 @@ export class SmtpSession {
       };
 
       /** A message checked against what the server offered; an outcome instead when it cannot go. */
-      const prepare = (next: SmtpTransaction<T>): Tx<T> | DeliveryOutcome => {
+      const prepare = (
+        next: Exclude<SmtpTransaction<T>, { outcome: DeliveryOutcome }>,
+      ): Tx<T> | DeliveryOutcome => {
         const { envelope } = next;
         const paths = [envelope.from, ...envelope.to];
         const bad = paths.find((path) => FORBIDDEN_IN_PATH.test(path));
@@ -937,7 +951,7 @@ export class SmtpSession {
               break;
             }
             occupied++;
-            const prepared = prepare(next);
+            const prepared = 'outcome' in next ? next.outcome : prepare(next);
             if ('envelope' in prepared) {
               staged.push(prepared);
               writeStaged();
