@@ -3,7 +3,7 @@ import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { ConfigError, coerceError, DeliveryError } from '../errors.js';
-import { settings } from '../settings.js';
+import { defaultSettings, settings } from '../settings.js';
 import {
   type SmtpAuth,
   SmtpSession,
@@ -24,7 +24,7 @@ import {
 } from './base.js';
 
 /** Messages in flight per connection when MAILROOM_PIPELINE_WINDOW is not set. */
-export const DEFAULT_PIPELINE_WINDOW = 16;
+export const DEFAULT_PIPELINE_WINDOW = defaultSettings.MAILROOM_PIPELINE_WINDOW;
 
 /** Options of {@link SmtpBackend}; each defaults to the EMAIL_* setting of the same meaning. */
 export interface SmtpBackendOptions extends BackendOptions {
@@ -55,7 +55,7 @@ export interface SmtpBackendOptions extends BackendOptions {
   /** mailroom extension: OAuth 2.0 bearer token for XOAUTH2 with `username` (a function is asked at each connection). */
   accessToken?: string | (() => string | Promise<string>);
   /**
-   * mailroom extension: messages in flight per connection (MAILROOM_PIPELINE_WINDOW, default 16).
+   * mailroom extension: messages in flight per connection (MAILROOM_PIPELINE_WINDOW, default 32).
    * Used by deliverStream() and by sendMessages() with failSilently; without failSilently,
    * sendMessages() sends one message at a time, so that it stops at the first failure as Django does.
    */
