@@ -585,6 +585,8 @@ export class SmtpSession {
             settleError ??= error as Error;
             release();
           });
+          // It has left the wire: room for the next message, if the window has any.
+          void fill();
           nudge();
         } else release();
       };
