@@ -6,10 +6,16 @@
  * leaves at most `window` messages per connection accepted by Postfix but not recorded, and only those
  * are sent again. The figures are printed for the record.
  */
-import { EmailMessage } from '@mailroom/core';
 import { createProducer, type Producer } from '@mailroom/producer';
 import { describe, expect, it } from 'vitest';
-import { duplicateSends, FAST_RECOVERY_ENV, freshQueue, queueIdle, useHarness } from './support/harness.js';
+import {
+  duplicateSends,
+  FAST_RECOVERY_ENV,
+  freshQueue,
+  numberedNewsletter,
+  queueIdle,
+  useHarness,
+} from './support/harness.js';
 import { startPostfix } from './support/postfix.js';
 import { REDIS_URL } from './support/redis.js';
 import { type SpawnedSmtpServer, spawnSmtpServer } from './support/smtp-server.js';
@@ -65,16 +71,6 @@ async function rig(window: number): Promise<Rig> {
     producer,
     spawn: async () => harness.track(await startWorker(env)),
   };
-}
-
-function newsletter(count: number): EmailMessage[] {
-  return Array.from(
-    { length: count },
-    (_, index) =>
-      new EmailMessage(`Issue 42 for ${index}`, `Hello reader ${index}`, 'news@example.com', [
-        `reader${index}@example.com`,
-      ]),
-  );
 }
 
 /**
@@ -165,7 +161,7 @@ async function sendingWorker(workers: readonly MailroomProcess[]): Promise<Mailr
  */
 async function drainWithKills(window: number, total: number, kills: number, workers = 3) {
   const { sink, accepted, producer, spawn } = await rig(window);
-  await producer.enqueue(newsletter(total));
+  await producer.enqueue(numberedNewsletter(total));
   const live = await Promise.all(Array.from({ length: workers }, () => spawn()));
   const replacements: Promise<unknown>[] = [];
   for (let kill = 1; kill <= kills; kill++) {

@@ -3,11 +3,11 @@
  * SIGKILL mid-drain, SIGTERM mid-drain, a killed Redis connection, the global rate limit, an SMTP
  * outage. Counts of what the SMTP server received are printed for the record.
  */
-import { EmailMessage } from '@mailroom/core';
 import { describe, expect, it } from 'vitest';
 import {
   duplicateSends,
   FAST_RECOVERY_ENV,
+  numberedNewsletter,
   type QueueRig,
   queueIdle,
   queueRig,
@@ -30,16 +30,6 @@ function drain(serverOptions: SmtpServerOptions, env: Record<string, string> = {
   });
 }
 
-function newsletter(count: number): EmailMessage[] {
-  return Array.from(
-    { length: count },
-    (_, index) =>
-      new EmailMessage(`Issue 42 for ${index}`, `Hello reader ${index}`, 'news@example.com', [
-        `reader${index}@example.com`,
-      ]),
-  );
-}
-
 function receipts(server: SmtpTestServer): { unique: number; duplicates: number; total: number } {
   const counts = receiptsPerRecipient(server);
   return { unique: counts.size, duplicates: duplicateSends(counts), total: server.messages.length };
@@ -53,7 +43,7 @@ describe('worker processes', () => {
       { replyDelayMs: 8 },
       { MAILROOM_PIPELINE_WINDOW: String(window) },
     );
-    await producer.enqueue(newsletter(total));
+    await producer.enqueue(numberedNewsletter(total));
     const workers = [await spawn(), await spawn(), await spawn()];
     let victim = workers[0] as MailroomProcess;
     const kills = 3;
@@ -84,7 +74,7 @@ describe('worker processes', () => {
   it('on SIGTERM mid-drain exits within its timeout; another worker finishes; nothing lost or duplicated', async () => {
     const total = 1000;
     const { server, producer, spawn } = await drain({ replyDelayMs: 8 }, { MAILROOM_SHUTDOWN_TIMEOUT: '5s' });
-    await producer.enqueue(newsletter(total));
+    await producer.enqueue(numberedNewsletter(total));
     const leaving = await spawn();
     const staying = await spawn();
     await waitUntil(() => server.messages.length >= 300, '300 messages', 60_000);
@@ -109,7 +99,7 @@ describe('worker processes', () => {
   it('reconnects after its Redis connections are killed (CLIENT KILL) and finishes; nothing lost', async () => {
     const total = 1000;
     const { server, producer, spawn, queue } = await drain({ replyDelayMs: 5 });
-    await producer.enqueue(newsletter(total));
+    await producer.enqueue(numberedNewsletter(total));
     await spawn();
     await spawn();
     await waitUntil(() => server.messages.length >= 300, '300 messages', 60_000);
@@ -148,7 +138,7 @@ describe('worker processes', () => {
       // Backoff 0.5 s doubling over 5 attempts: at least 3.75 s of retries, more than the outage.
       { MAILROOM_BACKOFF: '500ms' },
     );
-    await producer.enqueue(newsletter(total));
+    await producer.enqueue(numberedNewsletter(total));
     await spawn();
     await spawn();
     await waitUntil(() => server.messages.length >= 300, '300 messages', 60_000);
@@ -182,7 +172,7 @@ describe('worker processes', () => {
     );
     await spawn();
     await spawn();
-    await producer.enqueue(newsletter(total));
+    await producer.enqueue(numberedNewsletter(total));
     await waitUntil(() => arrivals.length >= total, 'every message', 60_000, 100);
     // The steady part of the drain: without the start-up and the tail, where fewer batches remain
     // in flight than there are connections.

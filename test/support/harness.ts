@@ -19,6 +19,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { EmailMessage } from '@mailroom/core';
 import { createProducer, type Producer, type ProducerOptions } from '@mailroom/producer';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -228,4 +229,15 @@ export function duplicateSends(counts: Map<string, number>): number {
   let duplicates = 0;
   for (const count of counts.values()) duplicates += count - 1;
   return duplicates;
+}
+
+/** `count` newsletter messages, each to its own recipient `reader<i>@example.com`. */
+export function numberedNewsletter(count: number): EmailMessage[] {
+  return Array.from(
+    { length: count },
+    (_, index) =>
+      new EmailMessage(`Issue 42 for ${index}`, `Hello reader ${index}`, 'news@example.com', [
+        `reader${index}@example.com`,
+      ]),
+  );
 }

@@ -213,15 +213,7 @@ export class SmtpSession {
   #lastActivity = Date.now();
   readonly #failureListeners = new Set<(error: Error) => void>();
   /** What the server offered (after STARTTLS, the second EHLO's answer). */
-  extensions: SmtpExtensions = {
-    pipelining: false,
-    chunking: false,
-    eightBitMime: false,
-    smtpUtf8: false,
-    startTls: false,
-    size: undefined,
-    auth: [],
-  };
+  extensions: SmtpExtensions = parseExtensions(undefined);
   /** The server's greeting line. */
   greeting = '';
 
