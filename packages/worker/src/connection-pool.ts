@@ -88,8 +88,8 @@ export class ConnectionPool {
 
   /**
    * Closes the connections batches are using right now, for a shutdown that ran out of time (a mail
-   * server that stopped answering mid-message): the message on the wire settles as a connection
-   * failure, and its batch stops. Later releases close at once, as after closeAll().
+   * server that stopped answering mid-message): the messages on the wire settle as connection
+   * failures, and their batch stops. Later releases close at once, as after closeAll().
    */
   async closeInUse(): Promise<void> {
     this.#closed = true;

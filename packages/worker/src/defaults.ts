@@ -54,7 +54,7 @@ export const workerDefaults = {
   /**
    * SMTP timeout of the worker's connections when EMAIL_TIMEOUT is not set (MAILROOM_SMTP_TIMEOUT):
    * connect, greeting, and every reply, the one after DATA included. Django's default is no timeout
-   * (nodemailer then waits 10 minutes for a reply); a worker holding a batch's lock must never wait
+   * (the SMTP client then waits forever for a reply); a worker holding a batch's lock must never wait
    * that long on one socket. RFC 5321 §4.5.3.2 suggests longer waits, for relays far away; set it
    * higher for a server known to take its time.
    */

@@ -347,7 +347,7 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
       logger.info({ queue }, 'shutting down: no new batches, finishing the messages on the wire');
       shutdown.abort(new Error('worker shutting down'));
       dataLoss.stop();
-      // Waits for the batches in flight, each of which stops after the message on the wire.
+      // Waits for the batches in flight, each of which stops after the messages on the wire (a window at most).
       const bullClosed = bullWorker.close().catch((error: unknown) => {
         logger.warn({ err: coerceError(error).message }, 'closing the BullMQ worker failed');
       });
@@ -356,7 +356,7 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
           { queue, shutdownTimeout },
           'shutdown timeout: cutting connections; unfinished batches will be taken over',
         );
-        // The message on the wire fails as a connection error; while Redis answers, the rest of its
+        // The messages on the wire fail as connection errors; while Redis answers, the rest of their
         // batch still goes back on the queue, and then BullMQ's close ends. Without Redis it never will.
         await settlesBy(connections.closeInUse(), cutUntil);
         if (redis.status !== 'ready' || !(await settlesBy(bullClosed, cutUntil))) bullWorker.forceClose();
