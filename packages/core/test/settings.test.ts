@@ -242,6 +242,7 @@ describe('MAILROOM_* settings', () => {
       MAILROOM_METRICS_PORT: '0',
       MAILROOM_MAX_UNPACKED_BYTES: '50000000',
       MAILROOM_SMTP_TIMEOUT: '30s',
+      MAILROOM_PIPELINE_WINDOW: '8',
     });
     expect(values).toMatchObject({
       MAILROOM_CONCURRENCY: 4,
@@ -256,7 +257,13 @@ describe('MAILROOM_* settings', () => {
       MAILROOM_METRICS_PORT: 0,
       MAILROOM_MAX_UNPACKED_BYTES: 50_000_000,
       MAILROOM_SMTP_TIMEOUT: 30_000,
+      MAILROOM_PIPELINE_WINDOW: 8,
     });
+  });
+
+  it('takes MAILROOM_PIPELINE_WINDOW unset or blank as 32', () => {
+    expect(fromEnv('MAILROOM_PIPELINE_WINDOW', ' ').MAILROOM_PIPELINE_WINDOW).toBe(32);
+    expect(fromEnv('MAILROOM_CONCURRENCY', '1').MAILROOM_PIPELINE_WINDOW).toBe(32);
   });
 
   it('takes a blank worker setting as unset', () => {
@@ -280,6 +287,12 @@ describe('MAILROOM_* settings', () => {
     ['MAILROOM_ATTEMPTS', 'many', 'MAILROOM_ATTEMPTS="many" must be a positive integer'],
     ['MAILROOM_MAX_STALLED_COUNT', '-1', 'MAILROOM_MAX_STALLED_COUNT="-1" must be 0 or a positive integer'],
     ['MAILROOM_METRICS_PORT', '-3', 'MAILROOM_METRICS_PORT="-3" is not a port number'],
+    ['MAILROOM_PIPELINE_WINDOW', '0', 'MAILROOM_PIPELINE_WINDOW="0" must be a positive integer'],
+    [
+      'MAILROOM_PIPELINE_WINDOW',
+      '1001',
+      'MAILROOM_PIPELINE_WINDOW="1001" must be at most 1000 (messages in flight per connection)',
+    ],
     [
       'MAILROOM_SMTP_TIMEOUT',
       '0',

@@ -545,3 +545,17 @@ describe('configuration', () => {
     expect(backend.connectionsOpened).toBe(2);
   });
 });
+
+describe('SMTPUTF8 from the headers', () => {
+  it('sends SMTPUTF8 for a message whose only UTF-8 address is in a header (Reply-To), and not for an ASCII one', async () => {
+    const server = await serve();
+    const backend = backendFor(server, { failSilently: true });
+    const sent = await backend.sendMessages([
+      message('utf8 reply-to', ['to@example.com'], { replyTo: ['jöran@example.com'] }),
+      message('ascii'),
+    ]);
+    expect(sent).toBe(2);
+    expect(server.messages.map((received) => received.smtpUtf8)).toEqual([true, false]);
+    expect(server.messages[0]?.raw.includes(Buffer.from('Reply-To: jöran@example.com', 'utf8'))).toBe(true);
+  });
+});

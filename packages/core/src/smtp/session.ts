@@ -1027,16 +1027,8 @@ export class SmtpSession {
   /** Closes at once, without QUIT. */
   destroy(): void {
     this.#quitting = true;
-    this.#disarm();
-    this.#socket.destroy();
-    const pending = this.#pending.splice(0);
-    const error =
-      this.#failure ??
-      new DeliveryError('The SMTP connection was closed', { code: 'ECONNECTION', command: 'CONN' });
-    for (const entry of pending) entry.onFailure?.(error);
-    this.#failure ??= error;
-    for (const listener of [...this.#failureListeners]) listener(error);
-    this.#failureListeners.clear();
+    // Settles whatever still waits, as a failure would (a no-op once the connection has failed).
+    this.#fail(new DeliveryError('The SMTP connection was closed', { code: 'ECONNECTION', command: 'CONN' }));
   }
 }
 
