@@ -91,3 +91,35 @@ export function classifyDeliveryError(error: unknown): Classification {
   if (/timed? ?out/i.test(err.message)) return { transient: true, reason: 'timeout' };
   return { transient: true, reason: 'unknown' };
 }
+
+/**
+ * Enhanced status codes (RFC 3463 §3.2) that say the recipient's mailbox or domain does not exist,
+ * for good: 5.1.1 bad destination mailbox, 5.1.2 bad destination system (no such domain), 5.1.3 bad
+ * destination mailbox address syntax, 5.1.6 mailbox has moved, 5.1.10 the domain publishes a null MX
+ * (RFC 7505). Not 5.1.0 (unspecified), 5.1.4 (ambiguous), 5.1.7 / 5.1.8 (about OUR sender address) or
+ * any other class: 5.2.x is the mailbox being full or disabled, 5.7.x policy (spam, reputation,
+ * DMARC), none of which says the address is dead.
+ */
+const MAILBOX_GONE = /^5\.1\.(?:1|2|3|6|10)$/;
+// RFC 3463 §2: an enhanced status code leads the reply text (after the basic code, which the reply
+// carries separately or at the start of the text).
+const ENHANCED_STATUS = /^(?:[245]\d\d[ -])?\s*([245]\.\d{1,3}\.\d{1,3})\b/;
+// Replies without an enhanced code (old servers) that still say "no such mailbox".
+const NO_SUCH_MAILBOX =
+  /\b(?:user(?: name)?|mailbox|recipient|address|account)\b[^.;]{0,40}\b(?:unknown|not found|does ?n[o']t exist|no longer exists|not exist)\b|\bno such (?:user|mailbox|recipient|address|account)\b|\bunknown (?:user|mailbox|recipient)\b/i;
+
+/**
+ * Whether a refusal of one recipient is a hard bounce: a permanent (5yz) reply that says the mailbox
+ * or its domain does not exist, so that sending to it again can only hurt the sender's reputation.
+ * The rule: the reply's enhanced status code decides when it has one (5.1.1, 5.1.2, 5.1.3, 5.1.6,
+ * 5.1.10 are hard bounces; every other code, 5.7.x policy refusals included, is not); a 550, 551 or
+ * 553 reply without an enhanced code is a hard bounce only when its text says the user or mailbox is
+ * unknown. A 4yz reply never is. `response` is the server's reply text, with or without its basic code.
+ */
+export function isHardBounce(code: number | undefined, response: string | undefined): boolean {
+  if (code === undefined || code < 500 || code > 599) return false;
+  const text = (response ?? '').trim();
+  const enhanced = ENHANCED_STATUS.exec(text)?.[1];
+  if (enhanced !== undefined) return MAILBOX_GONE.test(enhanced);
+  return (code === 550 || code === 551 || code === 553) && NO_SUCH_MAILBOX.test(text);
+}

@@ -29,7 +29,7 @@ export {
   registeredBackends,
 } from './backends/registry.js';
 export { DEFAULT_PIPELINE_WINDOW, SmtpBackend, type SmtpBackendOptions } from './backends/smtp.js';
-export { type Classification, classifyDeliveryError, type FailureReason } from './classify.js';
+export { type Classification, classifyDeliveryError, type FailureReason, isHardBounce } from './classify.js';
 export {
   BadHeaderError,
   ConfigError,

@@ -93,6 +93,13 @@ export interface Settings {
    * per connection. Default 32.
    */
   MAILROOM_PIPELINE_WINDOW: number;
+  /**
+   * Secret(s) signing one-click unsubscribe tokens (HMAC-SHA256): one, or several separated by
+   * spaces (the first signs, all verify: rotation without breaking links already sent), each at least
+   * 16 characters. Needed by campaigns with an unsubscribe endpoint and by `mailroom unsubscribe-server`.
+   * Never logged or shown. Default null.
+   */
+  MAILROOM_UNSUBSCRIBE_SECRET: string | null;
 }
 
 /** Django's defaults, and mailroom's, used when neither the environment nor {@link configure} sets a value. */
@@ -132,6 +139,7 @@ export const defaultSettings = {
   MAILROOM_SMTP_TIMEOUT: null,
   // The reasons for 32 are in the README's decisions.
   MAILROOM_PIPELINE_WINDOW: 32,
+  MAILROOM_UNSUBSCRIBE_SECRET: null,
 } as const satisfies Settings;
 
 /** What {@link configure} takes for a setting: a value of its type, or its text as the environment gives it. */
@@ -298,6 +306,8 @@ const parsers: { [Name in keyof Settings]: Parser<Settings[Name]> } = {
     }
     return window;
   },
+  // Checked where it is used (parseUnsubscribeSecrets), with a message that never shows it.
+  MAILROOM_UNSUBSCRIBE_SECRET: nullableText,
 };
 
 const settingNames = Object.keys(defaultSettings) as (keyof Settings)[];

@@ -6,6 +6,7 @@ import {
   EmailMessage,
   EmailMultiAlternatives,
   MailError,
+  settings,
   ValidationError,
 } from '@mailroom/core';
 import {
@@ -13,9 +14,14 @@ import {
   type CampaignField,
   CAMPAIGN_FIELDS as FIELD,
   INVALID_ROWS_KEPT,
+  parseUnsubscribeSecrets,
   protocolDefaults,
   registerScripts,
   type StoredCampaignState,
+  SuppressionList,
+  signUnsubscribeToken,
+  UNSUBSCRIBE_TOKEN_LIFETIME,
+  unsubscribeUrl,
 } from '@mailroom/core/protocol';
 import { z } from 'zod';
 import { failIfCampaignLost, guardCampaignStart, missingCampaignError } from './campaign-loss.js';
@@ -35,6 +41,33 @@ export interface CampaignTemplate {
   headers?: Record<string, string>;
 }
 
+/**
+ * How a campaign's messages offer to unsubscribe (List-Unsubscribe, RFC 2369; one-click, RFC 8058).
+ * With `endpoint`, each recipient gets a signed one-click link served by `mailroom unsubscribe-server`
+ * (or an app's own handler): a POST to it puts the address on the queue's suppression list.
+ */
+export interface CampaignUnsubscribe {
+  /**
+   * https base URL where mailroom's unsubscribe endpoint is reachable, e.g.
+   * `https://mail.example.com`: each message gets `List-Unsubscribe: <https://mail.example.com/unsubscribe/TOKEN>`
+   * and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, TOKEN signed for that recipient (queue,
+   * campaign, address, expiry) with MAILROOM_UNSUBSCRIBE_SECRET; the templates can show the same link
+   * as `{{ unsubscribe_url }}`. Exclusive with `url`.
+   */
+  endpoint?: string;
+  /** How long the links work, in ms. Default a year. */
+  validFor?: number;
+  /** Secret(s) that sign the tokens (as MAILROOM_UNSUBSCRIBE_SECRET, the default; the first signs). */
+  secret?: string;
+  /**
+   * Your own https unsubscribe URL (placeholders percent-encoded, e.g. `https://example.com/u?e={{ email }}`):
+   * List-Unsubscribe plus One-Click; your site handles the POST. Exclusive with `endpoint`.
+   */
+  url?: string;
+  /** A mailto address for List-Unsubscribe (besides either link). */
+  mailto?: string;
+}
+
 /** A recipient: an address, or an object with `email` plus any fields the template uses (`name`, ...). */
 export type CampaignRecipient = string | ({ email: string; name?: string } & TemplateVariables);
 
@@ -47,11 +80,8 @@ export interface CampaignOptions {
   template: CampaignTemplate;
   /** The recipients, streamed: an async iterable (a generator, a file reader) or an array. */
   recipients: AsyncIterable<CampaignRecipient> | Iterable<CampaignRecipient>;
-  /**
-   * RFC 2369 / RFC 8058 unsubscribe: `url` (https, placeholders percent-encoded) adds
-   * List-Unsubscribe and List-Unsubscribe-Post: List-Unsubscribe=One-Click; `mailto` adds a mailto.
-   */
-  unsubscribe?: { url?: string; mailto?: string };
+  /** RFC 2369 / RFC 8058 unsubscribe links; see {@link CampaignUnsubscribe}. */
+  unsubscribe?: CampaignUnsubscribe;
   /** Builds the message for a recipient instead of the template (it must return an EmailMessage). */
   render?: (recipient: { email: string } & TemplateVariables) => EmailMessage;
   /** Backpressure: at most this many messages enqueued but not yet settled. Default 20 batches. */
@@ -108,11 +138,13 @@ const invalidRowSchema = z.object({
 
 /** What the enqueueing side of a campaign has done. */
 export interface CampaignEnqueueProgress {
-  /** Distinct recipients taken from the iterable (enqueued + invalid). */
+  /** Distinct recipients taken from the iterable to send to (enqueued + invalid). */
   total: number;
   queued: number;
   invalid: number;
   duplicates: number;
+  /** Recipients skipped because their address is on the queue's suppression list (not in `total`). */
+  suppressed: number;
 }
 
 /** A started campaign: its id, and a promise for the end of enqueueing (not of sending). */
@@ -142,6 +174,8 @@ export interface CampaignStatus {
   failedByReason: Record<string, number>;
   cancelled: number;
   duplicates: number;
+  /** Recipients skipped because their address was on the suppression list (not in `total`). */
+  suppressed: number;
   /** Messages not settled yet (including expected recipients not read yet). */
   remaining: number;
   /** Messages per second over the last 10 seconds. */
@@ -191,9 +225,65 @@ interface CompiledCampaign {
   headers: [string, CompiledTemplate][];
   unsubscribeUrl: CompiledTemplate | undefined;
   unsubscribeMailto: CompiledTemplate | undefined;
+  /** One-click links signed per recipient (`unsubscribe.endpoint`). */
+  oneClick: OneClick | undefined;
 }
 
-function compileCampaign(options: CampaignOptions): CompiledCampaign {
+/** What signing a recipient's one-click link needs. */
+interface OneClick {
+  endpoint: string;
+  queue: string;
+  campaign: string;
+  secret: string;
+  validFor: number;
+}
+
+/** The signed one-click URL of a recipient. */
+function oneClickUrl(oneClick: OneClick, address: string): string {
+  const token = signUnsubscribeToken(
+    {
+      queue: oneClick.queue,
+      campaign: oneClick.campaign,
+      address,
+      expiresAt: Date.now() + oneClick.validFor,
+    },
+    oneClick.secret,
+  );
+  return unsubscribeUrl(oneClick.endpoint, token);
+}
+
+/**
+ * The one-click settings of a campaign, checked before anything is written: an https endpoint, a
+ * secret (ConfigError naming MAILROOM_UNSUBSCRIBE_SECRET, never its value), a positive lifetime.
+ */
+function compileOneClick(
+  unsubscribe: CampaignUnsubscribe | undefined,
+  queue: string,
+  campaign: string,
+): OneClick | undefined {
+  if (unsubscribe?.endpoint === undefined) return undefined;
+  if (unsubscribe.url) {
+    throw new ValidationError('unsubscribe.endpoint and unsubscribe.url are exclusive: give one of them', {
+      field: 'unsubscribe.endpoint',
+    });
+  }
+  // Checks the endpoint (https, no query) once, with a token that is never used.
+  unsubscribeUrl(unsubscribe.endpoint, 'probe');
+  const validFor = unsubscribe.validFor ?? UNSUBSCRIBE_TOKEN_LIFETIME;
+  if (!Number.isSafeInteger(validFor) || validFor <= 0) {
+    throw new ValidationError(
+      `unsubscribe.validFor must be a positive number of milliseconds (got ${JSON.stringify(validFor)})`,
+      { field: 'unsubscribe.validFor' },
+    );
+  }
+  const secrets =
+    unsubscribe.secret === undefined
+      ? parseUnsubscribeSecrets(settings.MAILROOM_UNSUBSCRIBE_SECRET)
+      : parseUnsubscribeSecrets(unsubscribe.secret, 'unsubscribe.secret');
+  return { endpoint: unsubscribe.endpoint, queue, campaign, secret: secrets[0] as string, validFor };
+}
+
+function compileCampaign(options: CampaignOptions, queue: string, campaign: string): CompiledCampaign {
   const { template, unsubscribe } = options;
   if (
     !template ||
@@ -228,6 +318,7 @@ function compileCampaign(options: CampaignOptions): CompiledCampaign {
           'unsubscribe.mailto',
         )
       : undefined,
+    oneClick: compileOneClick(unsubscribe, queue, campaign),
   };
 }
 
@@ -276,6 +367,9 @@ function renderMessage(
 ): EmailMessage {
   const name = typeof recipient.name === 'string' ? recipient.name : '';
   const to = name ? `${quoteName(name)} <${recipient.email}>` : recipient.email;
+  const oneClick = compiled.oneClick ? oneClickUrl(compiled.oneClick, recipient.email) : undefined;
+  // The signed link is the recipient's own: the templates show it as {{ unsubscribe_url }}.
+  if (oneClick !== undefined) recipient = { ...recipient, unsubscribe_url: oneClick };
   const subject = compiled.subject.render(recipient, maxLength);
   const body = compiled.text.render(recipient, maxLength);
   const html = compiled.html?.render(recipient, maxLength);
@@ -284,8 +378,11 @@ function renderMessage(
   const links: string[] = [];
   if (compiled.unsubscribeMailto) links.push(`<${compiled.unsubscribeMailto.render(recipient, maxLength)}>`);
   if (compiled.unsubscribeUrl) links.push(`<${compiled.unsubscribeUrl.render(recipient, maxLength)}>`);
+  if (oneClick !== undefined) links.push(`<${oneClick}>`);
   if (links.length > 0) headers['List-Unsubscribe'] = links.join(', ');
-  if (compiled.unsubscribeUrl) headers['List-Unsubscribe-Post'] = 'List-Unsubscribe=One-Click';
+  if (compiled.unsubscribeUrl || oneClick !== undefined) {
+    headers['List-Unsubscribe-Post'] = 'List-Unsubscribe=One-Click';
+  }
   const message = new EmailMultiAlternatives({
     subject,
     body,
@@ -388,7 +485,7 @@ async function* chunks<T>(source: AsyncIterable<T> | Iterable<T>, size: number):
  */
 export async function startCampaign(producer: Producer, options: CampaignOptions): Promise<CampaignHandle> {
   const id = checkId(options.id ?? randomUUID());
-  const compiled = options.render ? undefined : compileCampaign(options);
+  const compiled = options.render ? undefined : compileCampaign(options, producer.queue, id);
   if (compiled) checkTemplate(compiled, options.template, producer.options.maxMessageBytes);
   const batchSize = producer.options.batchSize;
   const chunkSize = Math.max(1, Math.floor(options.chunkSize ?? batchSize * 10));
@@ -416,7 +513,8 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
     .sadd(keys.campaigns, id)
     .exec();
 
-  const progress: CampaignEnqueueProgress = { total: 0, queued: 0, invalid: 0, duplicates: 0 };
+  const progress: CampaignEnqueueProgress = { total: 0, queued: 0, invalid: 0, duplicates: 0, suppressed: 0 };
+  const suppression = new SuppressionList(producer.redis, keys);
   const seenPrefix = keys.campaignSeen(id);
 
   async function stateNow(): Promise<string> {
@@ -481,10 +579,16 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
         freshSlots.push(slots[index] as [string, Buffer]);
       }
     });
+    // Suppressed addresses (bounced, unsubscribed...) are marked seen with the others, counted apart
+    // and never rendered.
+    const suppressedRecords =
+      fresh.length > 0 ? await suppression.lookup(fresh.map((c) => c.recipient.email)) : [];
+    const toSend = fresh.filter((_, index) => suppressedRecords[index] === undefined);
+    const suppressed = fresh.length - toSend.length;
     const messages: CheckedMessage[] = [];
     const invalidRows: { row: InvalidRow; item: CampaignRecipient }[] = [];
     const maxMessageBytes = producer.options.maxMessageBytes;
-    for (const { recipient, item, row } of fresh) {
+    for (const { recipient, item, row } of toSend) {
       // One recipient's data must never stop the campaign: whatever building or checking its
       // message throws (a field over its cap, a RangeError deep in header encoding) makes it an
       // invalid row, named, and the next recipient goes on. A restart then finds it counted.
@@ -524,16 +628,18 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
       keys.campaignFailures(id),
       keys.campaignInvalid(id),
       chunkKey,
-      fresh.length,
+      toSend.length,
       queued,
       invalid,
       duplicates,
+      suppressed,
       records.length,
       ...records,
       ...freshSlots.flat(),
     );
     if (committed === 1) {
-      progress.total += fresh.length;
+      progress.total += toSend.length;
+      progress.suppressed += suppressed;
       progress.queued += queued;
       progress.invalid += invalid;
       progress.duplicates += duplicates;
@@ -658,7 +764,13 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
   const expectedTotal = expectedTotalText ? Number(expectedTotalText) : undefined;
   const enqueueError = field(FIELD.enqueueError);
   const cancelledAt = field(FIELD.cancelledAt);
-  const unread = !enqueueFinished && expectedTotal !== undefined ? Math.max(0, expectedTotal - total) : 0;
+  const duplicates = number(FIELD.duplicates);
+  const suppressed = number(FIELD.suppressed);
+  // Lines not read yet: the expected total counts every line, skipped ones too.
+  const unread =
+    !enqueueFinished && expectedTotal !== undefined
+      ? Math.max(0, expectedTotal - total - duplicates - suppressed)
+      : 0;
   const remaining =
     stored === CAMPAIGN_STATES.cancelled
       ? Math.max(0, total - sent - failed - cancelled)
@@ -683,7 +795,8 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
       Object.entries(failures[1]).map(([reason, count]) => [reason, Number(count)]),
     ),
     cancelled,
-    duplicates: number(FIELD.duplicates),
+    duplicates,
+    suppressed,
     remaining,
     rate,
     etaSeconds: remaining === 0 ? 0 : rate > 0 ? Math.ceil(remaining / rate) : null,

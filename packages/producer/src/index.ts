@@ -26,6 +26,7 @@ export {
   type ParsedBatchJob,
   parseBatchJob,
   parseEpochMarker,
+  parseUnsubscribeSecrets,
   type QueueKeys,
   queueKeys,
   type RecordedLoss,
@@ -33,7 +34,23 @@ export {
   readEpochMarker,
   redactRedisUrl,
   SECOND,
+  signUnsubscribeToken,
+  type UnsubscribeClaim,
+  type UnsubscribeTokenFault,
+  type UnsubscribeVerdict,
+  unsubscribeUrl,
+  verifyUnsubscribeToken,
   waitForRedis,
+} from '@mailroom/core/protocol';
+/** The suppression list of a queue (campaigns skip it; enqueue can, with skipSuppressed). */
+export {
+  normalizeSuppressedAddress,
+  SUPPRESSION_REASONS,
+  type Suppression,
+  type SuppressionAddResult,
+  type SuppressionInput,
+  SuppressionList,
+  type SuppressionReason,
 } from '@mailroom/core/protocol';
 export {
   type CampaignEnqueueProgress,
@@ -43,6 +60,7 @@ export {
   type CampaignState,
   type CampaignStatus,
   type CampaignTemplate,
+  type CampaignUnsubscribe,
   campaignStatus,
   cancelCampaign,
   type InvalidRow,

@@ -18,10 +18,12 @@ import {
   describeRedis,
   EpochWatch,
   MAX_BATCH_MESSAGES,
+  normalizeSuppressedAddress,
   packMessages,
   type QueueKeys,
   queueKeys,
   type RedisInput,
+  SuppressionList,
   waitForRedis,
 } from '@mailroom/core/protocol';
 import { type FlowJob, FlowProducer, Queue } from 'bullmq';
@@ -70,6 +72,13 @@ export interface EnqueueOptions {
   failSilently?: boolean;
   /** Campaign the messages belong to (set by campaigns). */
   campaign?: string;
+  /**
+   * Leaves out recipients on the queue's suppression list (bounced, unsubscribed, complained,
+   * suppressed by hand): they are dropped from To, Cc and Bcc, and a message left with no recipient is
+   * not enqueued; the result lists them (`suppressed`, `skippedMessages`). Costs one Redis lookup per
+   * call. Default false: transactional mail (a password reset, a receipt) goes to whoever asks for it.
+   */
+  skipSuppressed?: boolean;
 }
 
 /** What one enqueue call did. */
@@ -80,6 +89,10 @@ export interface EnqueueResult {
   jobIds: string[];
   /** True when the idempotency key had been used already and nothing new was enqueued. */
   duplicate: boolean;
+  /** With skipSuppressed: the addresses left out (as the suppression list keys them), each once. */
+  suppressed?: string[];
+  /** With skipSuppressed: indexes of the messages not enqueued because every recipient was suppressed. */
+  skippedMessages?: number[];
 }
 
 /** A producer: enqueues messages as batch jobs. Create with {@link createProducer}. */
@@ -325,6 +338,47 @@ function prepareMessage(
 }
 
 /**
+ * The messages without their suppressed recipients (To, Cc and Bcc entries whose address is on the
+ * list), those left with no recipient dropped; what was left out, for the caller. One lookup for the
+ * whole call.
+ */
+async function leaveOutSuppressed(
+  suppression: SuppressionList,
+  prepared: readonly { wire: WireMessage; size: number }[],
+): Promise<{
+  prepared: { wire: WireMessage; size: number }[];
+  suppressed: string[];
+  skippedMessages: number[];
+}> {
+  const fields = ['to', 'cc', 'bcc'] as const;
+  const addresses = [...new Set(prepared.flatMap(({ wire }) => fields.flatMap((field) => wire[field])))];
+  const records = await suppression.lookup(addresses);
+  const suppressedEntries = new Set(addresses.filter((_, index) => records[index] !== undefined));
+  if (suppressedEntries.size === 0) return { prepared: [...prepared], suppressed: [], skippedMessages: [] };
+  const suppressed = new Set<string>();
+  const skippedMessages: number[] = [];
+  const kept: { wire: WireMessage; size: number }[] = [];
+  prepared.forEach((message, index) => {
+    const { wire } = message;
+    if (!fields.some((field) => wire[field].some((entry) => suppressedEntries.has(entry)))) {
+      kept.push(message);
+      return;
+    }
+    const filtered = { ...wire };
+    for (const field of fields) {
+      filtered[field] = wire[field].filter((entry) => {
+        if (!suppressedEntries.has(entry)) return true;
+        suppressed.add(normalizeSuppressedAddress(entry));
+        return false;
+      });
+    }
+    if (fields.some((field) => filtered[field].length > 0)) kept.push({ wire: filtered, size: message.size });
+    else skippedMessages.push(index);
+  });
+  return { prepared: kept, suppressed: [...suppressed], skippedMessages };
+}
+
+/**
  * Creates a producer. Connecting happens in the background; enqueue fails fast if Redis is not there.
  * An invalid queue name (validateQueueName) or option throws at once, before any connection.
  */
@@ -377,6 +431,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
   });
   if (redis.status === 'wait') redis.connect().catch(() => {});
   const keys = queueKeys(resolved.prefix, resolved.queue);
+  const suppression = new SuppressionList(redis, keys);
   const epoch = new EpochWatch(redis, keys, {
     queue: resolved.queue,
     logger,
@@ -399,11 +454,23 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     const { delay } = checkEnqueueOptions(enqueueOptions);
 
     // 1. Validate and serialize EVERY message before anything touches Redis.
+    let prepared = messages.map((message, index) =>
+      prepareMessage(message, index, enqueueOptions, resolved.maxMessageBytes),
+    );
+    let skipped: { suppressed: string[]; skippedMessages: number[] } | undefined;
+    if (enqueueOptions.skipSuppressed) {
+      try {
+        await ready();
+        ({ prepared, ...skipped } = await leaveOutSuppressed(suppression, prepared));
+      } catch (error) {
+        return failed(error, messages.length);
+      }
+      if (prepared.length === 0) return { messages: 0, jobIds: [], duplicate: false, ...skipped };
+    }
     const batches: WireMessage[][] = [];
     let current: WireMessage[] = [];
     let currentBytes = 0;
-    messages.forEach((message, index) => {
-      const { wire, size } = prepareMessage(message, index, enqueueOptions, resolved.maxMessageBytes);
+    for (const { wire, size } of prepared) {
       if (
         current.length >= resolved.batchSize ||
         (current.length > 0 && currentBytes + size > resolved.maxBatchBytes)
@@ -414,7 +481,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
       }
       current.push(wire);
       currentBytes += size;
-    });
+    }
     batches.push(current);
 
     // 2. One atomic transaction for all batch jobs (FlowProducer.addBulk is a MULTI; Queue.addBulk
@@ -480,7 +547,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
             { queue: resolved.queue, idempotencyKey: enqueueOptions.idempotencyKey },
             'duplicate enqueue',
           );
-          return { messages: 0, jobIds, duplicate: true };
+          return { messages: 0, jobIds, duplicate: true, ...skipped };
         }
       }
       flowProducer ??= new FlowProducer({ connection: redis, prefix: resolved.prefix });
@@ -491,8 +558,13 @@ export function createProducer(options: ProducerOptions = {}): Producer {
       const count = batches.reduce((sum, batch, index) => sum + (fresh[index] ? batch.length : 0), 0);
       const duplicate = enqueueOptions.idempotencyKey !== undefined && count === 0;
       logger.debug({ queue: resolved.queue, messages: count, jobs: jobIds.length, duplicate }, 'enqueued');
-      return { messages: count, jobIds, duplicate };
+      return { messages: count, jobIds, duplicate, ...skipped };
     } catch (error) {
+      return failed(error, messages.length);
+    }
+
+    /** A failure to reach Redis: thrown as EREDIS, or logged and 0 with failSilently. */
+    function failed(error: unknown, count: number): EnqueueResult {
       const err = coerceError(error);
       const failure =
         err instanceof MailError
@@ -500,7 +572,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
           : new MailError(`Could not enqueue on ${where}: ${err.message}`, { code: 'EREDIS', cause: err });
       if (enqueueOptions.failSilently) {
         logger.error(
-          { queue: resolved.queue, err: failure.message, messages: messages.length },
+          { queue: resolved.queue, err: failure.message, messages: count },
           'enqueue failed silently',
         );
         return { messages: 0, jobIds: [], duplicate: false };

@@ -33,6 +33,8 @@ export const CAMPAIGN_FIELDS = {
   cancelled: 'cancelled',
   /** Recipients skipped because they were seen before. */
   duplicates: 'duplicates',
+  /** Recipients skipped because their address is on the queue's suppression list. */
+  suppressed: 'suppressed',
   /** Epoch ms of the cancel. */
   cancelledAt: 'cancelledAt',
 } as const;

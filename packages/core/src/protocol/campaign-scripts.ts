@@ -15,8 +15,8 @@ import { protocolDefaults } from './defaults.js';
  * Everything it writes lives protocolDefaults.campaignTtl.
  *
  * KEYS: chunks set, campaign hash, failures hash, invalid rows list. ARGV: chunk key, total, queued,
- * invalid, duplicates, n, then n invalid row records (JSON), then pairs of (bucket key, field) for
- * every recipient. Returns 1 when the chunk was counted, 0 when it had been already.
+ * invalid, duplicates, suppressed, n, then n invalid row records (JSON), then pairs of (bucket key,
+ * field) for every recipient. Returns 1 when the chunk was counted, 0 when it had been already.
  */
 export const COMMIT_CHUNK = `
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -24,17 +24,18 @@ redis.call('PEXPIRE', KEYS[1], ${protocolDefaults.campaignTtl})
 redis.call('HINCRBY', KEYS[2], '${FIELD.total}', ARGV[2])
 redis.call('HINCRBY', KEYS[2], '${FIELD.queued}', ARGV[3])
 redis.call('HINCRBY', KEYS[2], '${FIELD.duplicates}', ARGV[5])
+if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[2], '${FIELD.suppressed}', ARGV[6]) end
 if tonumber(ARGV[4]) > 0 then
   redis.call('HINCRBY', KEYS[2], '${FIELD.failed}', ARGV[4])
   redis.call('HINCRBY', KEYS[3], '${INVALID_REASON}', ARGV[4])
 end
-local records = tonumber(ARGV[6])
+local records = tonumber(ARGV[7])
 if records > 0 then
-  redis.call('RPUSH', KEYS[4], unpack(ARGV, 7, 6 + records))
+  redis.call('RPUSH', KEYS[4], unpack(ARGV, 8, 7 + records))
   redis.call('LTRIM', KEYS[4], 0, ${INVALID_ROWS_KEPT - 1})
   redis.call('PEXPIRE', KEYS[4], ${protocolDefaults.campaignTtl})
 end
-for i = 7 + records, #ARGV, 2 do
+for i = 8 + records, #ARGV, 2 do
   redis.call('HSET', ARGV[i], ARGV[i + 1], '1')
   redis.call('PEXPIRE', ARGV[i], ${protocolDefaults.campaignTtl})
 end

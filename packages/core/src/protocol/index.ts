@@ -57,3 +57,24 @@ export {
 } from './ledger-entry.js';
 export { createRedis, describeRedis, type RedisInput, redactRedisUrl, waitForRedis } from './redis.js';
 export { type MailroomCommands, registerScripts, type ScriptedRedis } from './scripts.js';
+export {
+  normalizeSuppressedAddress,
+  SOURCE_LENGTH,
+  SUPPRESSION_REASONS,
+  type Suppression,
+  type SuppressionAddResult,
+  type SuppressionInput,
+  SuppressionList,
+  type SuppressionReason,
+} from './suppression.js';
+export {
+  MIN_SECRET_LENGTH,
+  parseUnsubscribeSecrets,
+  signUnsubscribeToken,
+  UNSUBSCRIBE_TOKEN_LIFETIME,
+  type UnsubscribeClaim,
+  type UnsubscribeTokenFault,
+  type UnsubscribeVerdict,
+  unsubscribeUrl,
+  verifyUnsubscribeToken,
+} from './unsubscribe-token.js';

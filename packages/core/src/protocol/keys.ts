@@ -38,6 +38,11 @@ export interface QueueKeys {
   campaignFailures(id: string): string;
   /** The first invalid recipients of a campaign with their reasons (list of JSON records). */
   campaignInvalid(id: string): string;
+  /**
+   * The suppression list (hash: normalised address → JSON record of reason, time and source):
+   * addresses nothing on this queue sends campaign mail to (suppression.ts).
+   */
+  readonly suppression: string;
   /** BullMQ's lock of a job being processed (value: the worker's token). */
   jobLock(jobId: string): string;
   /** BullMQ's deduplication key (value: the job id), which carries idempotency keys. */
@@ -61,6 +66,7 @@ export function queueKeys(prefix: string, queue: string): QueueKeys {
     campaignChunks: (id) => `${base}:campaign:${id}:chunks`,
     campaignFailures: (id) => `${base}:campaign:${id}:failures`,
     campaignInvalid: (id) => `${base}:campaign:${id}:invalid`,
+    suppression: `${base}:suppression`,
     jobLock: (jobId) => `${base}:${jobId}:lock`,
     deduplication: (id) => `${base}:de:${id}`,
     jobSet: (state) => `${base}:${state}`,

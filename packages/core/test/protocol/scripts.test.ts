@@ -62,6 +62,7 @@ describe('the Lua scripts', () => {
       2,
       1,
       0,
+      2,
       1,
       JSON.stringify({ row: 2, email: 'bad', field: 'to', reason: 'no domain' }),
     );
@@ -75,6 +76,7 @@ describe('the Lua scripts', () => {
       [CAMPAIGN_FIELDS.queued]: '2',
       [CAMPAIGN_FIELDS.failed]: '1',
       [CAMPAIGN_FIELDS.duplicates]: '0',
+      [CAMPAIGN_FIELDS.suppressed]: '2',
       [CAMPAIGN_FIELDS.cancelledAt]: '1234',
     });
     const ttl = await redis.pttl(keys.campaignChunks('fields'));
@@ -93,6 +95,7 @@ describe('the Lua scripts', () => {
         'chunk-1',
         5,
         5,
+        0,
         0,
         0,
         0,

@@ -33,7 +33,8 @@ Newsletter drains: one template, many recipients, personalised, with live progre
 
   mailroom campaign start --from ADDR --subject TEXT --text-file PATH --recipients FILE [flags]
     Reads the recipients as a stream (never all in memory), skips repeated addresses
-    (case-insensitive), renders each message and enqueues it with backpressure. Prints the
+    (case-insensitive) and addresses on the suppression list (counted suppressed; see
+    "mailroom suppress"), renders each message and enqueues it with backpressure. Prints the
     campaign id first, then waits until every recipient is enqueued (the workers send them).
     The file is checked first: a malformed line stops everything, with its line number.
     A recipient whose message cannot be built (a bad address, a field or message over the
@@ -52,7 +53,13 @@ Newsletter drains: one template, many recipients, personalised, with live progre
                                persistence): everyone gets it again, including those already
                                delivered; without it such an id is refused
     --name <text>              name shown by status
-    --unsubscribe-url <url>    https URL (placeholders allowed): List-Unsubscribe + One-Click (RFC 8058)
+    --unsubscribe-endpoint <url>
+                               https base URL of "mailroom unsubscribe-server" (behind your TLS
+                               proxy): each recipient gets a signed one-click link
+                               <url>/unsubscribe/TOKEN (List-Unsubscribe + One-Click, RFC 8058),
+                               also {{ unsubscribe_url }} in the templates; needs
+                               MAILROOM_UNSUBSCRIBE_SECRET
+    --unsubscribe-url <url>    your own https URL instead (placeholders allowed), same headers
     --unsubscribe-mailto <a>   mailto address for List-Unsubscribe
     --header 'Name: value'     extra header template; repeatable
     --reply-to <addr>          Reply-To; repeatable
@@ -60,7 +67,7 @@ Newsletter drains: one template, many recipients, personalised, with live progre
     --watch                    then follow the progress like "status --watch"
 
   mailroom campaign status <id> [--watch] [--json]
-    Prints total, queued, sent, failed (by reason), cancelled, duplicates, remaining, rate, ETA
+    Prints total, queued, sent, failed (by reason), cancelled, duplicates, suppressed, remaining, rate, ETA
     and state. --watch follows it until it is completed or cancelled: on a terminal one progress
     line redrawn in place, otherwise (pipe, file, CI log) one line per interval.
     --interval <duration>      time between two reads with --watch (default 1s)
@@ -74,7 +81,7 @@ Flags of every subcommand:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
   --json                     machine-readable output (status --watch: one JSON object per line)
 
-Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX.
+Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_UNSUBSCRIBE_SECRET.
 Exit codes: 0 ok (status --watch: the campaign completed or was cancelled); 1 unknown campaign,
 a campaign lost with Redis's data (start refuses it without --start-over), or a
 pause/resume/cancel that does not apply to its state; 2 bad flags or a bad recipients file;
@@ -83,7 +90,7 @@ pause/resume/cancel that does not apply to its state; 2 bad flags or a bad recip
 Examples:
   mailroom campaign start --id june --name 'June news' --from 'News <news@example.com>' \\
     --subject 'June news for {{ name }}' --text-file june.txt --html-file june.html \\
-    --recipients subscribers.csv --unsubscribe-url 'https://example.com/u?e={{ email }}' --watch
+    --recipients subscribers.csv --unsubscribe-endpoint https://mail.example.com --watch
   mailroom campaign status june --watch
   mailroom campaign pause june && mailroom campaign resume june`;
 
@@ -101,6 +108,7 @@ const startFlags = {
   recipients: { type: 'string' },
   id: { type: 'string' },
   name: { type: 'string' },
+  'unsubscribe-endpoint': { type: 'string' },
   'unsubscribe-url': { type: 'string' },
   'unsubscribe-mailto': { type: 'string' },
   header: { type: 'string', multiple: true },
@@ -167,6 +175,7 @@ async function start(argv: string[], context: CliContext): Promise<number> {
   const htmlFile = values['html-file'];
   if (htmlFile !== undefined) template.html = await readTextFile(htmlFile, '--html-file');
   const unsubscribe = {
+    ...(values['unsubscribe-endpoint'] ? { endpoint: values['unsubscribe-endpoint'] } : {}),
     ...(values['unsubscribe-url'] ? { url: values['unsubscribe-url'] } : {}),
     ...(values['unsubscribe-mailto'] ? { mailto: values['unsubscribe-mailto'] } : {}),
   };
@@ -231,6 +240,7 @@ async function start(argv: string[], context: CliContext): Promise<number> {
       progress.duplicates > 0
         ? `${formatCount(progress.duplicates)} duplicate${progress.duplicates === 1 ? '' : 's'} skipped`
         : '',
+      progress.suppressed > 0 ? `${formatCount(progress.suppressed)} suppressed` : '',
       progress.invalid > 0 ? `${formatCount(progress.invalid)} invalid` : '',
     ].filter(Boolean);
     println(

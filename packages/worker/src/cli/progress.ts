@@ -75,6 +75,7 @@ export function statusReport(status: CampaignStatus): string {
     ['failed', `${formatCount(status.failed)}${reasons.length > 0 ? ` (${reasons.join(', ')})` : ''}`],
     ['cancelled', formatCount(status.cancelled)],
     ['duplicates', formatCount(status.duplicates)],
+    ['suppressed', formatCount(status.suppressed)],
     ['remaining', formatCount(status.remaining)],
     ['rate', formatRate(status.rate)],
     ['eta', formatSeconds(status.state === 'paused' ? null : status.etaSeconds)],
