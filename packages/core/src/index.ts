@@ -31,6 +31,14 @@ export {
 export { DEFAULT_PIPELINE_WINDOW, SmtpBackend, type SmtpBackendOptions } from './backends/smtp.js';
 export { type Classification, classifyDeliveryError, type FailureReason, isHardBounce } from './classify.js';
 export {
+  createDkimSigner,
+  DKIM_SIGNED_HEADERS,
+  type DkimOptions,
+  type DkimSigner,
+  validateDkimDomain,
+  validateDkimSelector,
+} from './dkim.js';
+export {
   BadHeaderError,
   ConfigError,
   coerceError,

@@ -1,4 +1,5 @@
 /** The settings: Django's EMAIL_* and mailroom's MAILROOM_*, read from the environment or configure(), validated in the user's words. */
+import { validateDkimDomain, validateDkimSelector } from './dkim.js';
 import { ConfigError, quoteValue } from './errors.js';
 import { protocolDefaults } from './protocol/defaults.js';
 import { validateQueueName } from './queue-name.js';
@@ -41,6 +42,20 @@ export interface Settings {
   EMAIL_SSL_KEYFILE: string | null;
   /** SMTP timeout in seconds (connect, greeting and socket inactivity). Default null: nodemailer's defaults. */
   EMAIL_TIMEOUT: number | null;
+  /**
+   * DKIM signing domain, the `d=` of the signature (an IDN is punycoded). Default null: no signing.
+   * The three EMAIL_DKIM_* settings are set together or not at all (a ConfigError names the missing
+   * one; configure() them in one call). Only the SMTP backend signs; console, file and memory do not.
+   */
+  EMAIL_DKIM_DOMAIN: string | null;
+  /** DKIM selector, `s=`: the public key is the TXT record at `<selector>._domainkey.<domain>`. Default null. */
+  EMAIL_DKIM_SELECTOR: string | null;
+  /**
+   * DKIM private key, RSA: its PEM text (starting with `-----BEGIN`) or the path of a PEM file. Read
+   * and checked when an SMTP backend is built (a bad key is a ConfigError then). Default null. Never
+   * shown in errors or logs.
+   */
+  EMAIL_DKIM_PRIVATE_KEY: string | null;
   /** Generated Date headers in local time instead of UTC. Default false. */
   EMAIL_USE_LOCALTIME: boolean;
   /** Directory of the file backend. Default null (the backend then requires its `filePath` option). */
@@ -114,6 +129,9 @@ export const defaultSettings = {
   EMAIL_SSL_CERTFILE: null,
   EMAIL_SSL_KEYFILE: null,
   EMAIL_TIMEOUT: null,
+  EMAIL_DKIM_DOMAIN: null,
+  EMAIL_DKIM_SELECTOR: null,
+  EMAIL_DKIM_PRIVATE_KEY: null,
   EMAIL_USE_LOCALTIME: false,
   EMAIL_FILE_PATH: null,
   DEFAULT_FROM_EMAIL: 'webmaster@localhost',
@@ -219,6 +237,34 @@ const password: Parser<string> = (value, name) => {
   return value;
 };
 
+/** A secret that may be unset (blank or null); like {@link password}, never shown. */
+const nullableSecret: Parser<string | null> = (value, name) =>
+  value === null || (typeof value === 'string' && value.trim() === '') ? null : password(value, name);
+
+/** Settings whose values an error message must never show. */
+const SECRET_SETTINGS: ReadonlySet<string> = new Set([
+  'EMAIL_HOST_PASSWORD',
+  'EMAIL_DKIM_PRIVATE_KEY',
+  'MAILROOM_UNSUBSCRIBE_SECRET',
+]);
+
+/** The three settings DKIM signing needs together. */
+const DKIM_SETTINGS = ['EMAIL_DKIM_DOMAIN', 'EMAIL_DKIM_SELECTOR', 'EMAIL_DKIM_PRIVATE_KEY'] as const;
+
+/**
+ * All three DKIM settings or none: a partial set is a mistake to report, not a quiet "unsigned".
+ * Throws ConfigError naming the settings that are missing.
+ */
+function checkDkimSettings(values: Settings): void {
+  const missing = DKIM_SETTINGS.filter((name) => values[name] === null);
+  if (missing.length === 0 || missing.length === DKIM_SETTINGS.length) return;
+  const given = DKIM_SETTINGS.filter((name) => values[name] !== null);
+  throw new ConfigError(
+    `${missing.join(' and ')} ${missing.length === 1 ? 'is' : 'are'} not set while ${given.join(' and ')} ` +
+      `${given.length === 1 ? 'is' : 'are'}: DKIM signing needs ${DKIM_SETTINGS.join(', ')} all set (or none, to send unsigned)`,
+  );
+}
+
 /** A MAILROOM_* string: trimmed; blank means the default. */
 function mailroomText(fallback: string, check: (value: string, name: string) => string): Parser<string> {
   return (value, name) => {
@@ -261,6 +307,12 @@ const parsers: { [Name in keyof Settings]: Parser<Settings[Name]> } = {
   EMAIL_SSL_CERTFILE: nullableText,
   EMAIL_SSL_KEYFILE: nullableText,
   EMAIL_TIMEOUT: seconds,
+  EMAIL_DKIM_DOMAIN: unsetOr((value, name) => {
+    validateDkimDomain(text(value, name), name);
+    return (value as string).trim();
+  }),
+  EMAIL_DKIM_SELECTOR: unsetOr((value, name) => validateDkimSelector(text(value, name), name)),
+  EMAIL_DKIM_PRIVATE_KEY: nullableSecret,
   EMAIL_USE_LOCALTIME: bool,
   EMAIL_FILE_PATH: nullableText,
   DEFAULT_FROM_EMAIL: nonEmpty,
@@ -306,8 +358,8 @@ const parsers: { [Name in keyof Settings]: Parser<Settings[Name]> } = {
     }
     return window;
   },
-  // Checked where it is used (parseUnsubscribeSecrets), with a message that never shows it.
-  MAILROOM_UNSUBSCRIBE_SECRET: nullableText,
+  // Its length is checked where it is used (parseUnsubscribeSecrets), with a message that never shows it.
+  MAILROOM_UNSUBSCRIBE_SECRET: nullableSecret,
 };
 
 const settingNames = Object.keys(defaultSettings) as (keyof Settings)[];
@@ -317,7 +369,7 @@ let resolved: Settings | undefined;
 
 /**
  * Every setting from `overrides`, else `env`, else its default, each parsed by its parser: the first
- * bad value throws its ConfigError. Never shows EMAIL_HOST_PASSWORD.
+ * bad value throws its ConfigError. Never shows EMAIL_HOST_PASSWORD or EMAIL_DKIM_PRIVATE_KEY.
  */
 function resolveFrom(env: Record<string, string | undefined>): Settings {
   const values: Record<string, unknown> = {};
@@ -329,10 +381,11 @@ function resolveFrom(env: Record<string, string | undefined>): Settings {
     } catch (error) {
       if (error instanceof ConfigError) throw error;
       // A parser bug must still name the setting, and never echo a secret.
-      const shown = name === 'EMAIL_HOST_PASSWORD' ? '(hidden)' : quoteValue(raw);
+      const shown = SECRET_SETTINGS.has(name) ? '(hidden)' : quoteValue(raw);
       throw new ConfigError(`${name}=${shown} could not be read`, { cause: error });
     }
   }
+  checkDkimSettings(values as unknown as Settings);
   return values as unknown as Settings;
 }
 

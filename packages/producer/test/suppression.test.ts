@@ -8,6 +8,7 @@ import { parseBatchJob, verifyUnsubscribeToken } from '@mailroom/core/protocol';
 import {
   type CampaignOptions,
   type CampaignTemplate,
+  type CampaignUnsubscribe,
   campaignStatus,
   createProducer,
   type Producer,
@@ -113,7 +114,7 @@ describe('one-click unsubscribe links of a campaign', () => {
 
   it('refuses, before writing anything, an endpoint without a secret, a non-https endpoint and endpoint with url', async () => {
     const { producer } = await setup();
-    const start = (unsubscribe: CampaignOptions['unsubscribe']) =>
+    const start = (unsubscribe: CampaignUnsubscribe) =>
       startCampaign(producer, { id: 'refused', template, recipients: ['a@example.com'], unsubscribe });
     await expect(start({ endpoint: 'https://mail.example.com' })).rejects.toThrow(ConfigError);
     await expect(start({ endpoint: 'https://mail.example.com' })).rejects.toThrow(/MAILROOM_UNSUBSCRIBE_SECRET/);

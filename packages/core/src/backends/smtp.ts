@@ -2,6 +2,7 @@
 import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
+import { createDkimSigner, type DkimOptions, type DkimSigner } from '../dkim.js';
 import { ConfigError, coerceError, DeliveryError } from '../errors.js';
 import { defaultSettings, settings } from '../settings.js';
 import {
@@ -64,6 +65,12 @@ export interface SmtpBackendOptions extends BackendOptions {
   pipelining?: boolean;
   /** See `pipelining`. */
   chunking?: boolean;
+  /**
+   * mailroom extension: DKIM-sign every message sent with this domain, selector and RSA key. Default:
+   * the EMAIL_DKIM_* settings (no signing when they are unset); null: never sign. A bad key is a
+   * ConfigError from the constructor.
+   */
+  dkim?: DkimOptions | null;
 }
 
 /**
@@ -72,6 +79,11 @@ export interface SmtpBackendOptions extends BackendOptions {
  * {@link SmtpBackend.deliverStream} follow each other without waiting (with CHUNKING up to
  * `pipelineWindow` at once); a message the server refuses is reported and the connection goes on
  * serving the next one; only a broken connection ends it.
+ *
+ * With the EMAIL_DKIM_* settings (or the `dkim` option) every message it sends is DKIM-signed
+ * (dkim.ts), by deliverStream(), sendMessages() and deliver() alike; a message that cannot be signed
+ * fails for good and is never sent unsigned. The SMTP backend is the only one that signs: the
+ * console, file and memory backends show or keep messages unsigned.
  */
 export class SmtpBackend extends BaseEmailBackend {
   readonly host: string;
@@ -84,6 +96,8 @@ export class SmtpBackend extends BaseEmailBackend {
   readonly sslKeyfile: string | null;
   /** Messages in flight per connection (MAILROOM_PIPELINE_WINDOW). */
   readonly pipelineWindow: number;
+  /** The DKIM signer of every message this backend sends (EMAIL_DKIM_*), or null: sent unsigned. */
+  readonly dkimSigner: DkimSigner | null;
   readonly #password: string;
   readonly #options: SmtpBackendOptions;
   #session: SmtpSession | null = null;
@@ -116,6 +130,9 @@ export class SmtpBackend extends BaseEmailBackend {
         `Invalid pipelineWindow ${JSON.stringify(this.pipelineWindow)}: a positive integer`,
       );
     }
+    // The key is read and checked here, so that a worker refuses to start with a bad one.
+    const dkim = options.dkim === undefined ? dkimSettings() : options.dkim;
+    this.dkimSigner = dkim ? createDkimSigner(dkim) : null;
   }
 
   /** The live SMTP session, or null when closed. */
@@ -227,7 +244,10 @@ export class SmtpBackend extends BaseEmailBackend {
         if (envelope.to.length === 0)
           return { item, outcome: { delivered: false, accepted: [], refused: [] } };
         const bytes = item.message.message();
-        return { item, envelope, bytes, smtpUtf8: hasUtf8Headers(bytes) };
+        // Signed last: nothing may change a byte between the signature and the wire (dot-stuffing,
+        // which the receiver undoes, comes after).
+        const signed = this.dkimSigner ? await this.dkimSigner.sign(bytes) : bytes;
+        return { item, envelope, bytes: signed, smtpUtf8: hasUtf8Headers(bytes) };
       } catch (error) {
         return { item, outcome: failedOutcome(error) };
       }
@@ -242,7 +262,7 @@ export class SmtpBackend extends BaseEmailBackend {
     return result;
   }
 
-  protected override async deliverRendered(envelope: Envelope, bytes: Buffer): Promise<DeliveryOutcome> {
+  protected override async deliverRendered(envelope: Envelope, rendered: Buffer): Promise<DeliveryOutcome> {
     const session = this.#session;
     if (!session || session.closed) {
       this.dropConnection();
@@ -250,6 +270,8 @@ export class SmtpBackend extends BaseEmailBackend {
         new DeliveryError('SMTP connection is closed', { code: 'ECONNECTION', command: 'CONN' }),
       );
     }
+    // A signing failure throws: deliver() reports it as this message's (permanent) failure.
+    const bytes = this.dkimSigner ? await this.dkimSigner.sign(rendered) : rendered;
     let outcome: DeliveryOutcome | undefined;
     let given = false;
     const result = await session.stream(
@@ -266,6 +288,16 @@ export class SmtpBackend extends BaseEmailBackend {
     if (result.error && this.#session === session) this.dropConnection();
     return outcome ?? failedOutcome(result.error);
   }
+}
+
+/** The EMAIL_DKIM_* settings as signer options, or null when they are unset (the settings check that the three go together). */
+function dkimSettings(): DkimOptions | null {
+  const domain = settings.EMAIL_DKIM_DOMAIN;
+  const selector = settings.EMAIL_DKIM_SELECTOR;
+  const privateKey = settings.EMAIL_DKIM_PRIVATE_KEY;
+  return domain !== null && selector !== null && privateKey !== null
+    ? { domain, selector, privateKey }
+    : null;
 }
 
 const HEADER_END = Buffer.from('\r\n\r\n', 'latin1');
