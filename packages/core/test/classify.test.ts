@@ -4,6 +4,7 @@ import {
   classifyDeliveryError,
   DeliveryError,
   InvalidAddressError,
+  isHardBounce,
   ValidationError,
 } from '@mailroom/core';
 import { describe, expect, it } from 'vitest';
@@ -142,5 +143,46 @@ describe('classifyDeliveryError', () => {
     it('a plain Error without a code is transient and unknown', () => {
       expect(classifyDeliveryError(new Error('something odd'))).toEqual(transient('unknown'));
     });
+  });
+});
+
+describe('isHardBounce', () => {
+  it.each<[string, number, string]>([
+    [
+      '550 5.1.1 (no such mailbox)',
+      550,
+      '550 5.1.1 <x@example.com>: Recipient address rejected: User unknown',
+    ],
+    ['5.1.1 in a reply text without its basic code', 550, '5.1.1 No such user'],
+    [
+      'a multi-line Gmail 550-5.1.1',
+      550,
+      "550-5.1.1 The email account that you tried to reach does not exist. Please try 550-5.1.1 double-checking the recipient's email address",
+    ],
+    ['5.1.2 (no such domain)', 550, '550 5.1.2 Host unknown'],
+    ['553 5.1.3 (bad address syntax)', 553, '553 5.1.3 Bad recipient address syntax'],
+    ['5.1.6 (mailbox has moved)', 550, '550 5.1.6 Mailbox has moved'],
+    ['5.1.10 (null MX)', 556, '556 5.1.10 Recipient address has null MX'],
+    ['550 "No such user here" without an enhanced code', 550, '550 No such user here'],
+    ['551 "User unknown" without an enhanced code', 551, 'User unknown'],
+  ])('%s is a hard bounce', (_name, code, response) => {
+    expect(isHardBounce(code, response)).toBe(true);
+  });
+
+  it.each<[string, number | undefined, string | undefined]>([
+    ['5.1.0 (other address status)', 550, '550 5.1.0 Address rejected'],
+    ['5.1.7 (bad sender address)', 550, '550 5.1.7 Bad sender mailbox address syntax'],
+    ['5.1.8 (bad sender system)', 553, '553 5.1.8 Sender address domain does not exist'],
+    ['550 5.7.1, even saying user unknown', 550, '550 5.7.1 User unknown, or you are a spammer'],
+    ['554 5.7.1 (policy)', 554, '554 5.7.1 Relay access denied'],
+    ['550 5.2.1 (mailbox disabled)', 550, '550 5.2.1 The email account that you tried to reach is disabled'],
+    ['452 4.1.1 (transient)', 452, '452 4.1.1 Mailbox temporarily unknown'],
+    ['450 4.2.0 (greylisted)', 450, '450 4.2.0 Greylisted, try again later'],
+    ['550 "Message rejected as spam" without an enhanced code', 550, '550 Message rejected as spam'],
+    ['554 "No such user" without an enhanced code (not 550, 551 or 553)', 554, '554 No such user'],
+    ['a reply without a code', undefined, '550 5.1.1 User unknown'],
+    ['a code without a reply', 550, undefined],
+  ])('%s is not a hard bounce', (_name, code, response) => {
+    expect(isHardBounce(code, response)).toBe(false);
   });
 });

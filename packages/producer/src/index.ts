@@ -4,6 +4,7 @@
  * Re-exports of the queue protocol, which lives in @mailroom/core/protocol (import it from there):
  * kept so that code importing these names from @mailroom/producer keeps working.
  */
+/** The suppression list of a queue (campaigns skip it; enqueue can, with skipSuppressed). */
 export {
   BATCH_JOB_NAME,
   type BatchJobData,
@@ -23,6 +24,7 @@ export {
   type LostCampaign,
   lostCampaign,
   MINUTE,
+  normalizeSuppressedAddress,
   type ParsedBatchJob,
   parseBatchJob,
   parseEpochMarker,
@@ -34,6 +36,12 @@ export {
   readEpochMarker,
   redactRedisUrl,
   SECOND,
+  SUPPRESSION_REASONS,
+  type Suppression,
+  type SuppressionAddResult,
+  type SuppressionInput,
+  SuppressionList,
+  type SuppressionReason,
   signUnsubscribeToken,
   type UnsubscribeClaim,
   type UnsubscribeTokenFault,
@@ -41,16 +49,6 @@ export {
   unsubscribeUrl,
   verifyUnsubscribeToken,
   waitForRedis,
-} from '@mailroom/core/protocol';
-/** The suppression list of a queue (campaigns skip it; enqueue can, with skipSuppressed). */
-export {
-  normalizeSuppressedAddress,
-  SUPPRESSION_REASONS,
-  type Suppression,
-  type SuppressionAddResult,
-  type SuppressionInput,
-  SuppressionList,
-  type SuppressionReason,
 } from '@mailroom/core/protocol';
 export {
   type CampaignEnqueueProgress,

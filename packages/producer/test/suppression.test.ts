@@ -98,9 +98,10 @@ describe('one-click unsubscribe links of a campaign', () => {
     const seen = new Set<string>();
     for (const message of messages) {
       const header = String(message.extraHeaders['List-Unsubscribe']);
-      const match = /^<mailto:u@example\.com>, <(https:\/\/mail\.example\.com\/base\/unsubscribe\/([^>]+))>$/.exec(
-        header,
-      );
+      const match =
+        /^<mailto:u@example\.com>, <(https:\/\/mail\.example\.com\/base\/unsubscribe\/([^>]+))>$/.exec(
+          header,
+        );
       expect(match, header).not.toBeNull();
       const [, url, token] = match as unknown as [string, string, string];
       expect(message.extraHeaders['List-Unsubscribe-Post']).toBe('List-Unsubscribe=One-Click');
@@ -117,8 +118,12 @@ describe('one-click unsubscribe links of a campaign', () => {
     const start = (unsubscribe: CampaignUnsubscribe) =>
       startCampaign(producer, { id: 'refused', template, recipients: ['a@example.com'], unsubscribe });
     await expect(start({ endpoint: 'https://mail.example.com' })).rejects.toThrow(ConfigError);
-    await expect(start({ endpoint: 'https://mail.example.com' })).rejects.toThrow(/MAILROOM_UNSUBSCRIBE_SECRET/);
-    await expect(start({ endpoint: 'http://mail.example.com', secret: SECRET })).rejects.toThrow(ValidationError);
+    await expect(start({ endpoint: 'https://mail.example.com' })).rejects.toThrow(
+      /MAILROOM_UNSUBSCRIBE_SECRET/,
+    );
+    await expect(start({ endpoint: 'http://mail.example.com', secret: SECRET })).rejects.toThrow(
+      ValidationError,
+    );
     await expect(start({ endpoint: 'https://mail.example.com', secret: 'short' })).rejects.toThrow(
       /unsubscribe\.secret.*16 characters/,
     );

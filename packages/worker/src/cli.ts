@@ -22,9 +22,10 @@ if (process.env.npm_lifecycle_event === 'mailroom' && separator !== -1) argv.spl
 // `mailroom stats | head -1`: the reader has gone and nothing more can reach anyone. Stop at once
 // and quietly, as a C program ended by SIGPIPE does (Node ignores SIGPIPE and reports EPIPE as an
 // 'error' event, which unhandled printed a stack trace and exited 1), with 0: the reader had what it
-// wanted. Not so for a worker, whose log pipe closing is no request to stop: 1, so that a supervisor
-// restarts it (its batches in flight are taken over like a killed worker's).
-const closedPipeCode = argv[0] === 'worker' ? EXIT.failure : EXIT.ok;
+// wanted. Not so for a long-running server (the worker, the unsubscribe endpoint), whose log pipe
+// closing is no request to stop: 1, so that a supervisor restarts it (a worker's batches in flight
+// are taken over like a killed worker's).
+const closedPipeCode = ['worker', 'unsubscribe-server'].includes(argv[0] ?? '') ? EXIT.failure : EXIT.ok;
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'EPIPE') process.exit(closedPipeCode);

@@ -4,6 +4,7 @@ import { coerceError } from '@mailroom/core';
 import type { LedgerEntry } from '@mailroom/core/protocol';
 import { CAMPAIGN_STATES } from '@mailroom/core/protocol';
 import type { Logger } from 'pino';
+import type { AutoSuppress } from './auto-suppress.js';
 import type { BatchRef, BatchStatus, Ledger } from './ledger.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { RateLimiter } from './rate-limit.js';
@@ -34,6 +35,8 @@ export interface DeliverBatchInput {
   maxReconnects: number;
   logger: Logger;
   metrics: WorkerMetrics;
+  /** Puts hard bounces on the queue's suppression list (auto-suppress.ts). Default: nothing is suppressed. */
+  autoSuppress?: AutoSuppress;
 }
 
 /** Why a batch stopped before its last message. */
@@ -62,6 +65,7 @@ interface BatchItem extends StreamItem {
  * sent but not recorded (sent again by the next attempt). Stops taking new messages for shutdown, a
  * campaign pause or cancel, a lost lock or a lost connection; what is in flight settles first (one
  * window at most), and whatever was not sent stays pending for the caller to re-queue or retry.
+ * Hard bounces go on the suppression list just before the ledger write that records them (autoSuppress).
  */
 export async function deliverBatch(input: DeliverBatchInput): Promise<DeliverBatchResult> {
   const { backend, ledger, logger, metrics } = input;
@@ -71,9 +75,15 @@ export async function deliverBatch(input: DeliverBatchInput): Promise<DeliverBat
   let connectionError: Error | undefined;
   let reconnects = 0;
   let sent = 0;
-  const writer = new GroupWriter(ledger, input.batch, (status) => {
-    stopped ??= stopReason(status);
-  });
+  const bounces = input.autoSuppress?.batch(input.batch.jobId);
+  const writer = new GroupWriter(
+    ledger,
+    input.batch,
+    (status) => {
+      stopped ??= stopReason(status);
+    },
+    () => bounces?.send(),
+  );
 
   const connect = async (): Promise<boolean> => {
     try {
@@ -121,6 +131,7 @@ export async function deliverBatch(input: DeliverBatchInput): Promise<DeliverBat
     const { pending } = item;
     const entry = settle(outcome, pending.entry);
     settled.set(pending.index, entry);
+    bounces?.note(outcome);
     report(input, pending, entry, outcome.error);
     if (entry.state === 't' && (entry.reason === 'connection' || entry.reason === 'timeout')) {
       connectionError = outcome.error;
@@ -165,15 +176,23 @@ class GroupWriter {
   readonly #ledger: Ledger;
   readonly #batch: BatchRef;
   readonly #onStatus: (status: BatchStatus) => void;
+  readonly #beforeWrite: () => void;
   #entries: [number, LedgerEntry][] = [];
   #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   #writing = false;
   #flushRequested = false;
 
-  constructor(ledger: Ledger, batch: BatchRef, onStatus: (status: BatchStatus) => void) {
+  /** `beforeWrite` runs right before each write; what it sends to Redis goes out ahead of the write. */
+  constructor(
+    ledger: Ledger,
+    batch: BatchRef,
+    onStatus: (status: BatchStatus) => void,
+    beforeWrite: () => void,
+  ) {
     this.#ledger = ledger;
     this.#batch = batch;
     this.#onStatus = onStatus;
+    this.#beforeWrite = beforeWrite;
   }
 
   add(index: number, entry: LedgerEntry): Promise<void> {
@@ -197,6 +216,8 @@ class GroupWriter {
     const waiters = this.#waiters;
     this.#entries = [];
     this.#waiters = [];
+    // The hard bounces of these entries: on the same connection, so Redis applies them first.
+    this.#beforeWrite();
     this.#ledger.recordMany(this.#batch, entries).then(
       (status) => {
         this.#onStatus(status);

@@ -49,4 +49,13 @@ export {
   warnAboutRedisDurability,
 } from './redis-checks.js';
 export { exhaust, settle, shortDetail, truncateRecipients } from './settle.js';
+export {
+  createUnsubscribeHandler,
+  startUnsubscribeServer,
+  type UnsubscribeHandler,
+  type UnsubscribeHandlerOptions,
+  type UnsubscribeServer,
+  type UnsubscribeServerOptions,
+  unsubscribeDefaults,
+} from './unsubscribe-server.js';
 export { createWorker, type MailWorker, retryDelay, type WorkerOptions } from './worker.js';

@@ -13,6 +13,8 @@ export interface WorkerMetrics {
   connectionOpened(): void;
   rateLimitWaited(milliseconds: number): void;
   batchesInFlight(delta: number): void;
+  /** Addresses newly put on the suppression list by the worker (auto-suppress.ts), by reason. */
+  addressesSuppressed(reason: string, count: number): void;
 }
 
 /** Prometheus counters and histograms of one worker process, in their own registry. */
@@ -28,6 +30,7 @@ export class PrometheusMetrics implements WorkerMetrics {
   readonly rateLimitWaits: Counter;
   readonly rateLimitWaitSeconds: Counter;
   readonly inFlight: Gauge;
+  readonly suppressed: Counter<'reason'>;
 
   constructor(registry = new Registry()) {
     this.registry = registry;
@@ -87,6 +90,12 @@ export class PrometheusMetrics implements WorkerMetrics {
       help: 'Batches being processed now.',
       registers,
     });
+    this.suppressed = new Counter({
+      name: 'mailroom_suppressed_total',
+      help: 'Addresses the worker put on the suppression list (hard bounces), by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
   }
 
   messageSent(latencySeconds: number | undefined): void {
@@ -115,5 +124,9 @@ export class PrometheusMetrics implements WorkerMetrics {
   }
   batchesInFlight(delta: number): void {
     this.inFlight.inc(delta);
+  }
+  addressesSuppressed(reason: string, count: number): void {
+    // inc by 0 still creates the series: it shows from the first hard bounce on, even one already listed.
+    this.suppressed.inc({ reason }, count);
   }
 }

@@ -17,11 +17,13 @@ import {
   createRedis,
   queueKeys,
   type RedisInput,
+  SuppressionList,
 } from '@mailroom/core/protocol';
 import { type Job, UnrecoverableError, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { applyDecision } from './apply-decision.js';
+import { AutoSuppress } from './auto-suppress.js';
 import { BullWorker } from './bull-worker.js';
 import { resolveWorkerOptions } from './config.js';
 import { ConnectionPool } from './connection-pool.js';
@@ -213,6 +215,8 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   redis.on('error', (error) => errorLog.log('warn', { err: error.message }, 'redis connection error'));
   const ledger = new Ledger(redis, keys, workerDefaults.ledgerTtl);
   const rateLimiter = rateLimit ? new RateLimiter(redis, keys.rate, rateLimit) : undefined;
+  // The same client as the ledger's: a batch's hard bounces reach Redis ahead of its ledger write.
+  const autoSuppress = new AutoSuppress(new SuppressionList(redis, keys), logger, metrics);
   // Notices Redis losing its data, and warns at start-up when Redis is set up to lose it.
   const dataLoss = startDataLossMonitor(redis, keys, { queue, logger });
   const shutdown = new AbortController();
@@ -265,6 +269,7 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
           maxReconnects,
           logger,
           metrics,
+          autoSuppress,
         });
         for (const [index, entry] of result.settled) entries.set(index, entry);
         ({ stopped, connectionError } = result);

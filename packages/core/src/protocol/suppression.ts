@@ -47,10 +47,13 @@ export interface SuppressionAddResult {
 /** A source is stored on one line and cut to this many characters (an SMTP reply can be long). */
 export const SOURCE_LENGTH = 300;
 
+/** The last instant a Date can hold (ECMA-262 §21.4.1.22), in epoch ms. */
+const MAX_TIME = 8.64e15;
+
 // The stored value, short keys: a list of a million addresses is mostly these records.
 const recordSchema = z.object({
   r: z.enum(SUPPRESSION_REASONS),
-  t: z.number().int().nonnegative(),
+  t: z.number().int().nonnegative().max(MAX_TIME),
   s: z.string(),
 });
 
@@ -97,9 +100,9 @@ function checkReason(reason: unknown, field: string): SuppressionReason {
 }
 
 function checkTime(at: unknown, field: string): number {
-  if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < 0) {
+  if (typeof at !== 'number' || !Number.isInteger(at) || at < 0 || at > MAX_TIME) {
     throw new ValidationError(
-      `${field} must be a time in epoch milliseconds, a non-negative integer (got ${quoteValue(String(at))})`,
+      `${field} must be a time in epoch milliseconds, an integer from 0 to ${MAX_TIME} (got ${quoteValue(String(at))})`,
       { field },
     );
   }

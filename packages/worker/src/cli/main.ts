@@ -8,6 +8,8 @@ import { type CliContext, EXIT, exitCodeFor, printLines, println, UsageError } f
 import { sendCommand, sendUsage } from './send-command.js';
 import { statsCommand, statsUsage } from './stats-command.js';
 import { didYouMean } from './suggest.js';
+import { suppressCommand, suppressUsage } from './suppress-command.js';
+import { unsubscribeCommand, unsubscribeUsage } from './unsubscribe-command.js';
 import { workerCommand, workerUsage } from './worker-command.js';
 
 /** A subcommand: runs and returns the exit code. */
@@ -28,6 +30,16 @@ const commands: Readonly<Record<string, { run: Command; usage: string; summary: 
   },
   failed: { run: failedCommand, usage: failedUsage, summary: 'list or retry failed (dead-letter) jobs' },
   stats: { run: statsCommand, usage: statsUsage, summary: 'job counts of the queue and its campaigns' },
+  suppress: {
+    run: suppressCommand,
+    usage: suppressUsage,
+    summary: 'add, remove, list, import or export suppressed addresses',
+  },
+  'unsubscribe-server': {
+    run: unsubscribeCommand,
+    usage: unsubscribeUsage,
+    summary: 'serve one-click unsubscribe links (until SIGTERM/SIGINT)',
+  },
 };
 
 function mainUsage(): string {
