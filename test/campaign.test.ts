@@ -544,6 +544,9 @@ describe('campaign rendering', () => {
         headers: { 'X-Plan': '{{ plan.name }}' },
       },
       recipients,
+      // Tom has no plan.renews and Eve no name or plan: rendered empty, as Django templates do, under
+      // the explicit policy (the default, 'error', counts them invalid: campaign-check.test.ts).
+      emptyValues: 'allow',
       unsubscribe: {
         url: 'https://example.com/unsubscribe?email={{ email }}&list=7',
         mailto: 'unsubscribe@example.com?subject=unsubscribe%20{{ email }}',

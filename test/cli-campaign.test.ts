@@ -134,8 +134,8 @@ describe('mailroom campaign start', { timeout: CLI_TEST_TIMEOUT }, () => {
     const { env, producer } = await rig();
     const recipients = await file(
       'list.jsonl',
-      `${JSON.stringify({ email: 'a@example.com', name: 'A' })}\n\n${JSON.stringify({ email: 'b@example.com' })}\n` +
-        `${JSON.stringify({ email: 'bad@' })}\n`,
+      `${JSON.stringify({ email: 'a@example.com', name: 'A' })}\n\n${JSON.stringify({ email: 'b@example.com', name: 'B' })}\n` +
+        `${JSON.stringify({ email: 'bad@', name: 'Bad' })}\n`,
     );
     const text = await file('text.txt', 'Hi {{ name }}');
     const result = await runMailroom(

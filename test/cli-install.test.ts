@@ -93,7 +93,7 @@ describe('pnpm mailroom right after pnpm install', { timeout: CLI_TEST_TIMEOUT }
     const help = await run('pnpm', ['mailroom', '--help'], { cwd: clone, env: shellEnvironment() });
     expect(help.code, help.stderr).toBe(0);
     expect(help.stdout).toContain('Usage: mailroom <command> [flags]');
-    expect(help.stdout).toMatch(/^ {2}campaign +start, follow, pause, resume or cancel/m);
+    expect(help.stdout).toMatch(/^ {2}campaign +preview, start, follow, pause, resume, cancel or retry/m);
 
     const version = await run('pnpm', ['-s', 'mailroom', '--version'], {
       cwd: clone,

@@ -149,7 +149,7 @@ describe('output into a pipe closed early', { timeout: CLI_TEST_TIMEOUT }, () =>
     expect(result.stdout).toBe(`queue ${queue} (prefix {mailroom}) on ${REDIS_URL}\n`);
   });
 
-  it('campaign status --watch | head -1 stops at the next line, with 0 and nothing on stderr', async () => {
+  it('campaign status --watch | head -1 stops at the next line, with 0 and only the no-worker warning on stderr', async () => {
     const queue = freshQueue(harness, 'cli-pipe');
     const producer = createProducer({ redis: REDIS_URL, queue, logger: captureLogger().logger });
     harness.onCleanup(() => producer.close());
@@ -165,7 +165,10 @@ describe('output into a pipe closed early', { timeout: CLI_TEST_TIMEOUT }, () =>
       'head -n 1',
       { REDIS_URL, MAILROOM_QUEUE: queue },
     );
-    expect(result.stderr).toBe('');
+    // No worker consumes the queue: the one warning of that, and nothing about the closed pipe.
+    expect(result.stderr).toBe(
+      `warning: no worker is consuming queue ${queue} (none seen in the last 15 s): start one with \`mailroom worker\`\n`,
+    );
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^\[-+\] 0% 0\/1 sent · .* · running\n$/);
   });

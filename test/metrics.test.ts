@@ -5,7 +5,7 @@
  * waits; /healthz, /readyz through a SIGTERM shutdown, unknown paths.
  */
 import { EmailMessage } from '@mailroom/core';
-import type { Producer } from '@mailroom/producer';
+import { campaignStatus, type Producer, startCampaign } from '@mailroom/producer';
 import { describe, expect, it } from 'vitest';
 import { queueIdle, queueRig, useHarness } from './support/harness.js';
 import type { SmtpServerOptions, SmtpTestServer } from './support/smtp-server.js';
@@ -244,4 +244,62 @@ describe('worker metrics endpoint', () => {
     await expect(get(port, '/readyz')).rejects.toThrow();
     expect(server.messages.map((message) => message.to[0])).toEqual(['held@example.com']);
   }, 120_000);
+});
+
+describe('backlog gauges', () => {
+  it('show the batches and messages waiting and active, and the running campaign, during a drain; zero after', async () => {
+    // Every message is held at DATA until the gate opens: mid-drain is a state, not a moment.
+    let open = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    let holding = 0;
+    const { server, producer, queue, spawn } = await rig({
+      async onData() {
+        holding++;
+        await gate;
+      },
+    });
+    harness.onCleanup(async () => open());
+    // 300 recipients in batches of 50: 6 batches, of which the worker's 2 connections take 2.
+    const campaign = await startCampaign(producer, {
+      id: 'june',
+      template: { subject: 'News', text: 'Hello {{ email }}', fromEmail: 'news@example.com' },
+      recipients: Array.from({ length: 300 }, (_, index) => `reader${index}@example.com`),
+    });
+    await campaign.enqueued;
+    const { port } = await spawn();
+    await waitUntil(() => holding >= 2, 'both connections to hold a message at DATA');
+
+    const during = [await scrape(port)];
+    const gauge = (name: string, labels: Record<string, string>) => total(during, name, { queue, ...labels });
+    expect(gauge('mailroom_queue_batches', { state: 'waiting' })).toBe(4);
+    expect(gauge('mailroom_queue_batches', { state: 'active' })).toBe(2);
+    expect(gauge('mailroom_queue_messages', { state: 'waiting' })).toBe(200);
+    expect(gauge('mailroom_queue_messages', { state: 'active' })).toBe(100);
+    expect(gauge('mailroom_queue_batches', { state: 'delayed' })).toBe(0);
+    expect(gauge('mailroom_queue_batches', { state: 'failed' })).toBe(0);
+    expect(gauge('mailroom_campaign_messages', { campaign: 'june', state: 'pending' })).toBe(300);
+    expect(samples(during[0] as string, 'mailroom_campaign_messages')).toHaveLength(3);
+    expect(during[0]).toContain('# TYPE mailroom_queue_batches gauge');
+
+    open();
+    await waitUntil(
+      async () => (await campaignStatus(producer, 'june')).state === 'completed',
+      'the campaign to complete',
+      120_000,
+      100,
+    );
+    await queueIdle(producer, 120_000);
+    const after = [await scrape(port)];
+    expect(server.messages).toHaveLength(300);
+    for (const state of ['waiting', 'delayed', 'active', 'failed']) {
+      expect(
+        samples(after[0] as string, 'mailroom_queue_batches').filter((s) => s.labels.state === state),
+      ).toEqual([{ labels: { queue, state }, value: 0 }]);
+      expect(total(after, 'mailroom_queue_messages', { queue, state })).toBe(0);
+    }
+    // A completed campaign no longer runs: its gauges are gone, not frozen.
+    expect(samples(after[0] as string, 'mailroom_campaign_messages')).toEqual([]);
+  }, 240_000);
 });

@@ -24,7 +24,15 @@ import {
   unsubscribeUrl,
 } from '@mailroom/core/protocol';
 import { z } from 'zod';
+import { type EtaBasis, estimateEta } from './campaign-eta.js';
 import { failIfCampaignLost, guardCampaignStart, missingCampaignError } from './campaign-loss.js';
+import {
+  campaignPlaceholders,
+  checkPlaceholders,
+  checkPlaceholderValues,
+  type EmptyValuePolicy,
+  valuePlaceholders,
+} from './placeholders.js';
 import { type CheckedMessage, checkMessage, type Producer } from './producer.js';
 import { type CompiledTemplate, compileTemplate, type TemplateVariables } from './template.js';
 
@@ -92,8 +100,29 @@ export interface CampaignOptions {
   expectedTotal?: number;
   /** Failures are recorded on the campaign instead of dead-lettering batches. Default true. */
   failSilently?: boolean;
-  /** Stops reading recipients (the campaign keeps what was enqueued). */
+  /**
+   * Stops reading recipients (the campaign keeps what was enqueued): the campaign is `interrupted`
+   * (its record keeps the abort reason as `enqueueError`) and starting the id again resumes it.
+   */
   signal?: AbortSignal;
+  /**
+   * The recipients' columns, checked against the templates' placeholders before anything is written
+   * (see checkPlaceholders). Default: the keys of the first recipient when it is an object; plain
+   * address strings have no columns to check.
+   */
+  columns?: readonly string[];
+  /**
+   * A recipient (given as an object) with no value, or only whitespace, for a placeholder the
+   * templates use: `error` (default) counts it invalid (field `placeholder.<name>`) and the campaign
+   * goes on; `allow` renders the value empty.
+   */
+  emptyValues?: EmptyValuePolicy;
+  /**
+   * When the messages may be sent (Date or epoch ms): every batch is enqueued delayed until then, and
+   * status shows it. Backpressure still holds: past maxPending messages, reading waits until the
+   * workers send (so from sendAt on). Default: at once.
+   */
+  sendAt?: Date | number;
   /**
    * Starts anew a campaign whose record Redis lost (restarted without persistence): every recipient
    * gets the message again, including those it was already delivered to. Without it, starting such
@@ -180,15 +209,34 @@ export interface CampaignStatus {
   remaining: number;
   /** Messages per second over the last 10 seconds. */
   rate: number;
-  /** Seconds to completion at the current rate; null when unknown. */
+  /**
+   * Seconds to completion: at the rate of the last 10 seconds, else at the average rate since the
+   * start (plus the wait for the next retry while only retries are due); null when unknown. See
+   * `etaBasis` and estimateEta.
+   */
   etaSeconds: number | null;
+  /** What `etaSeconds` is based on (campaign-eta.ts). */
+  etaBasis: EtaBasis;
+  /**
+   * While the campaign sends nothing because the queue only holds batches waiting for a retry: when
+   * the next one is due (epoch ms). Read from the queue as a whole, so exact when this campaign is
+   * the queue's only work.
+   */
+  retryAt: number | undefined;
   enqueueFinished: boolean;
   /** Why reading or enqueueing the recipients stopped early, if it failed. */
   enqueueError: string | undefined;
   /** The first 100 invalid recipients with their reasons; all of them count in `failedByReason.invalid`. */
   invalidRows: InvalidRow[];
   startedAt: number;
+  /**
+   * Epoch ms it finished: for a cancelled campaign its cancel, for a completed (or interrupted) one
+   * the last message a worker counted (`lastSettledAt`); undefined while it goes on, and for one
+   * whose every recipient was skipped or invalid (no worker counted any).
+   */
   finishedAt: number | undefined;
+  /** Epoch ms before which its messages are not sent (startCampaign's `sendAt`), if scheduled. */
+  sendAt: number | undefined;
 }
 
 const ID = /^[A-Za-z0-9_.-]{1,128}$/;
@@ -218,7 +266,8 @@ function quoteName(name: string): string {
   return /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*$/.test(name) ? name : `"${name.replace(/(["\\])/g, '\\$1')}"`;
 }
 
-interface CompiledCampaign {
+/** A campaign's templates compiled once, rendered per recipient by {@link renderMessage}. */
+export interface CompiledCampaign {
   subject: CompiledTemplate;
   text: CompiledTemplate;
   html: CompiledTemplate | undefined;
@@ -227,6 +276,8 @@ interface CompiledCampaign {
   unsubscribeMailto: CompiledTemplate | undefined;
   /** One-click links signed per recipient (`unsubscribe.endpoint`). */
   oneClick: OneClick | undefined;
+  /** Placeholders each recipient given as an object must have a value for (emptyValues `error`). */
+  required: string[];
 }
 
 /** What signing a recipient's one-click link needs. */
@@ -283,7 +334,15 @@ function compileOneClick(
   return { endpoint: unsubscribe.endpoint, queue, campaign, secret: secrets[0] as string, validFor };
 }
 
-function compileCampaign(options: CampaignOptions, queue: string, campaign: string): CompiledCampaign {
+/**
+ * Compiles a campaign's templates and unsubscribe settings (for startCampaign, previewCampaign and
+ * dryRunCampaign: one render path). Throws ValidationError naming the field.
+ */
+export function compileCampaign(
+  options: Pick<CampaignOptions, 'template' | 'unsubscribe' | 'emptyValues'>,
+  queue: string,
+  campaign: string,
+): CompiledCampaign {
   const { template, unsubscribe } = options;
   if (
     !template ||
@@ -319,7 +378,18 @@ function compileCampaign(options: CampaignOptions, queue: string, campaign: stri
         )
       : undefined,
     oneClick: compileOneClick(unsubscribe, queue, campaign),
+    required:
+      emptyValuePolicy(options.emptyValues) === 'allow'
+        ? []
+        : valuePlaceholders(campaignPlaceholders(template, unsubscribe), unsubscribe),
   };
+}
+
+function emptyValuePolicy(policy: EmptyValuePolicy | undefined): EmptyValuePolicy {
+  if (policy === undefined || policy === 'error' || policy === 'allow') return policy ?? 'error';
+  throw new ValidationError(`emptyValues must be 'error' or 'allow' (got ${JSON.stringify(policy)})`, {
+    field: 'emptyValues',
+  });
 }
 
 /** The template field a core validation error is about (`fromEmail[0]` → `template.fromEmail[0]`). */
@@ -336,7 +406,7 @@ function templateField(field: string | undefined, template: CampaignTemplate): s
  * would: a bad fromEmail, replyTo, header name or fixed header value fails the campaign at start
  * instead of making every recipient `invalid`.
  */
-function checkTemplate(
+export function checkTemplate(
   compiled: CompiledCampaign,
   template: CampaignTemplate,
   maxMessageBytes: number,
@@ -359,7 +429,7 @@ function checkTemplate(
  * links. Each field stops rendering at `maxLength` characters (a ValidationError naming the field):
  * a field that long alone would put the message over maxMessageBytes.
  */
-function renderMessage(
+export function renderMessage(
   compiled: CompiledCampaign,
   template: CampaignTemplate,
   recipient: { email: string } & TemplateVariables,
@@ -430,7 +500,7 @@ function oneLine(text: string, max: number): string {
 }
 
 /** The record of a recipient whose message could not be built. */
-function invalidRow(row: number, email: string, error: unknown): InvalidRow {
+export function invalidRow(row: number, email: string, error: unknown): InvalidRow {
   const err = coerceError(error);
   const validation = err instanceof ValidationError;
   return {
@@ -448,12 +518,89 @@ interface Candidate {
   row: number;
 }
 
-function normalizeRecipient(recipient: CampaignRecipient): { email: string } & TemplateVariables {
+/** A recipient as `{ email, ...fields }` with the address trimmed (an unusable item: an empty address). */
+export function normalizeRecipient(recipient: CampaignRecipient): { email: string } & TemplateVariables {
   if (typeof recipient === 'string') return { email: recipient.trim() };
   if (recipient && typeof recipient === 'object' && typeof recipient.email === 'string') {
     return { ...recipient, email: recipient.email.trim() };
   }
   return { email: '' };
+}
+
+/** Whether a placeholder reads a recipient column (not the address, not the signed link). */
+function isColumn({ placeholder }: { placeholder: string }): boolean {
+  return placeholder !== 'email' && placeholder !== 'unsubscribe_url';
+}
+
+/**
+ * `sendAt` as epoch ms, or undefined. ValidationError for anything but a valid Date or finite number,
+ * and for a time further ahead than half the campaign record's lifetime (15 days): the record must
+ * outlive the send long enough to follow it and read its failures.
+ */
+function sendAtOf(sendAt: Date | number | undefined): number | undefined {
+  if (sendAt === undefined) return undefined;
+  const at = sendAt instanceof Date ? sendAt.getTime() : sendAt;
+  if (typeof at !== 'number' || !Number.isFinite(at)) {
+    throw new ValidationError(`sendAt must be a Date or epoch milliseconds (got ${String(sendAt)})`, {
+      field: 'sendAt',
+    });
+  }
+  const latest = Date.now() + protocolDefaults.campaignTtl / 2;
+  if (at > latest) {
+    throw new ValidationError(
+      `sendAt ${new Date(at).toISOString()} is too far ahead: at most ${protocolDefaults.campaignTtl / 2 / 86_400_000} days from now`,
+      { field: 'sendAt' },
+    );
+  }
+  return Math.round(at);
+}
+
+/** The reason an aborted read is recorded with, on one line. */
+function abortReason(signal: AbortSignal | undefined): string {
+  const reason: unknown = signal?.reason;
+  const text =
+    reason instanceof Error && reason.name !== 'AbortError'
+      ? reason.message
+      : typeof reason === 'string'
+        ? reason
+        : 'reading the recipients was aborted';
+  return oneLine(text, REASON_LENGTH);
+}
+
+/**
+ * The first item of `source` and an iterable of all of it, the first included, read once. A failure
+ * reading the first item is thrown by the iterable (where startCampaign records it), not here.
+ */
+async function peekFirst<T>(
+  source: AsyncIterable<T> | Iterable<T>,
+): Promise<{ first: T | undefined; rest: AsyncIterable<T> }> {
+  const iterator =
+    Symbol.asyncIterator in source
+      ? (source as AsyncIterable<T>)[Symbol.asyncIterator]()
+      : (source as Iterable<T>)[Symbol.iterator]();
+  let head: IteratorResult<T> | undefined;
+  let failure: { error: unknown } | undefined;
+  try {
+    head = await iterator.next();
+  } catch (error) {
+    failure = { error };
+  }
+  async function* rest(): AsyncGenerator<T> {
+    if (failure) throw failure.error;
+    try {
+      if (!head || head.done) return;
+      yield head.value;
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      // A reader that stops early (cancel, abort) MUST close the source (a file handle).
+      await iterator.return?.();
+    }
+  }
+  return { first: head && !head.done ? head.value : undefined, rest: rest() };
 }
 
 async function* chunks<T>(source: AsyncIterable<T> | Iterable<T>, size: number): AsyncGenerator<T[]> {
@@ -487,6 +634,18 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   const id = checkId(options.id ?? randomUUID());
   const compiled = options.render ? undefined : compileCampaign(options, producer.queue, id);
   if (compiled) checkTemplate(compiled, options.template, producer.options.maxMessageBytes);
+  const sendAt = sendAtOf(options.sendAt);
+  // A placeholder no column fills (`{{ nmae }}`, `{{ name }}` for a column `Name`) would give every
+  // recipient a blank: refused before anything is written. The columns are the first recipient's
+  // keys unless given; only a template with placeholders beyond {{ email }} needs to look.
+  let recipients = options.recipients;
+  if (compiled && options.columns !== undefined) checkPlaceholders(options, options.columns);
+  else if (compiled && campaignPlaceholders(options.template, options.unsubscribe).some(isColumn)) {
+    const peeked = await peekFirst(recipients);
+    recipients = peeked.rest;
+    if (peeked.first !== null && typeof peeked.first === 'object')
+      checkPlaceholders(options, Object.keys(peeked.first));
+  }
   const batchSize = producer.options.batchSize;
   const chunkSize = Math.max(1, Math.floor(options.chunkSize ?? batchSize * 10));
   const maxPending = Math.max(chunkSize, Math.floor(options.maxPending ?? batchSize * 20));
@@ -505,6 +664,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
     .hset(
       keys.campaign(id),
       ...(options.expectedTotal ? [FIELD.expectedTotal, String(options.expectedTotal)] : []),
+      ...(sendAt === undefined ? [] : [FIELD.sendAt, String(sendAt)]),
       FIELD.enqueueFinished,
       '0',
     )
@@ -593,6 +753,8 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
       // message throws (a field over its cap, a RangeError deep in header encoding) makes it an
       // invalid row, named, and the next recipient goes on. A restart then finds it counted.
       try {
+        // A row with a blank for a placeholder (emptyValues 'error'); a bare address has no fields.
+        if (compiled && typeof item === 'object') checkPlaceholderValues(compiled.required, recipient);
         const message = options.render
           ? options.render(recipient)
           : renderMessage(compiled as CompiledCampaign, options.template, recipient, maxMessageBytes);
@@ -614,6 +776,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
     let queued = 0;
     if (messages.length > 0) {
       const result = await producer.enqueue(messages, {
+        ...(sendAt === undefined ? {} : { sendAt }),
         campaign: id,
         failSilently,
         idempotencyKey: `campaign:${id}:${chunkKey}`,
@@ -653,7 +816,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
     let ordinal = 0;
     let row = 1;
     try {
-      for await (const chunk of chunks(options.recipients, chunkSize)) {
+      for await (const chunk of chunks(recipients, chunkSize)) {
         const room = await waitForRoom();
         if (room !== 'ok') {
           stopped = room;
@@ -681,7 +844,15 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
       throw error;
     }
     if (stopped === 'done' && (await stateNow()) === CAMPAIGN_STATES.cancelled) stopped = 'cancelled';
-    await redis.hset(keys.campaign(id), FIELD.enqueueFinished, '1', FIELD.enqueueStoppedBy, stopped);
+    await redis.hset(
+      keys.campaign(id),
+      FIELD.enqueueFinished,
+      '1',
+      FIELD.enqueueStoppedBy,
+      stopped,
+      // Why reading stopped early: status shows the campaign `interrupted` with it, not `completed`.
+      ...(stopped === 'aborted' ? [FIELD.enqueueError, abortReason(options.signal)] : []),
+    );
     return { ...progress, stopped };
   })();
   // The caller may never await `enqueued`; its failure must not become an unhandled rejection.
@@ -782,6 +953,24 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
   let state = stored as CampaignState;
   if (state !== CAMPAIGN_STATES.cancelled && enqueueFinished && remaining === 0)
     state = enqueueError ? 'interrupted' : 'completed';
+  const sendAtText = field(FIELD.sendAt);
+  const sendAt = sendAtText === undefined ? undefined : Number(sendAtText);
+  // Only when nothing was sent lately does the queue say whether it just waits for retries.
+  const retryAt =
+    stored === CAMPAIGN_STATES.running && remaining > 0 && rate === 0
+      ? await nextRetryOnly(producer)
+      : undefined;
+  const eta = estimateEta({
+    remaining,
+    recentRate: rate,
+    settled: sent + failed,
+    startedAt,
+    now: Date.now(),
+    sendAt,
+    retryAt,
+  });
+  // A campaign that goes on has no finish time, however long ago its last message settled.
+  const settledAt = state === 'completed' || state === 'interrupted' ? field(FIELD.lastSettledAt) : undefined;
   return {
     id,
     name: field(FIELD.name) ?? id,
@@ -799,7 +988,9 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
     suppressed,
     remaining,
     rate,
-    etaSeconds: remaining === 0 ? 0 : rate > 0 ? Math.ceil(remaining / rate) : null,
+    etaSeconds: eta.seconds,
+    etaBasis: eta.basis,
+    retryAt,
     enqueueFinished,
     enqueueError,
     invalidRows: invalidRecords[1].flatMap((record) => {
@@ -812,8 +1003,34 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
       }
     }),
     startedAt,
-    finishedAt: cancelledAt ? Number(cancelledAt) : undefined,
+    finishedAt: cancelledAt ? Number(cancelledAt) : settledAt ? Number(settledAt) : undefined,
+    sendAt,
   };
+}
+
+/**
+ * When the queue holds nothing ready to send (no waiting, prioritized or active batch) but batches
+ * waiting for a retry: when the first of those is due (epoch ms; BullMQ's delayed score is the due
+ * time x 0x1000 + a counter). Undefined otherwise.
+ */
+async function nextRetryOnly(producer: Producer): Promise<number | undefined> {
+  const keys = producer.keys;
+  const [waiting, active, prioritized, first] = (
+    (await producer.redis
+      .pipeline()
+      .llen(keys.jobSet('wait'))
+      .llen(keys.jobSet('active'))
+      .zcard(keys.jobSet('prioritized'))
+      .zrange(keys.jobSet('delayed'), 0, 0, 'WITHSCORES')
+      .exec()) ?? []
+  ).map(([error, value]) => (error ? undefined : value)) as [
+    number | undefined,
+    number | undefined,
+    number | undefined,
+    string[] | undefined,
+  ];
+  if (waiting !== 0 || active !== 0 || prioritized !== 0 || first?.[1] === undefined) return undefined;
+  return Math.floor(Number(first[1]) / 0x1000);
 }
 
 /** Ids of the campaigns known on the producer's queue. */

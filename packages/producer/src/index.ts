@@ -67,6 +67,27 @@ export {
   resumeCampaign,
   startCampaign,
 } from './campaign.js';
+export {
+  type CampaignCheckSettings,
+  type CampaignMessageOptions,
+  type CampaignPreview,
+  checkPlaceholders,
+  type DryRunOptions,
+  type DryRunSummary,
+  dryRunCampaign,
+  type EmptyValuePolicy,
+  type PlaceholderUse,
+  previewCampaign,
+} from './campaign-check.js';
+export { type Eta, type EtaBasis, type EtaInput, estimateEta } from './campaign-eta.js';
+export {
+  type CampaignFailure,
+  type CampaignFailureOptions,
+  campaignFailures,
+  type RetryCampaignOptions,
+  type RetryCampaignResult,
+  retryCampaign,
+} from './campaign-failures.js';
 export { producerDefaults } from './defaults.js';
 export {
   type CheckedMessage,

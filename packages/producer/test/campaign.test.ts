@@ -196,7 +196,8 @@ describe('invalid rows across the campaign', () => {
   it('passes onInvalid the recipient as given, and a restart neither fails nor reports or counts it again', async () => {
     const producer = setup({ maxMessageBytes: 4096 });
     const bad = { email: 'b@example.com', name: 'B', long: 'x'.repeat(20_000) };
-    const recipients = [{ email: 'a@example.com', name: 'A' }, bad];
+    // Every recipient has the columns the template uses: the first one's keys are the columns.
+    const recipients = [{ email: 'a@example.com', name: 'A', long: 'short' }, bad];
     const options: CampaignOptions = {
       id: 'again',
       template: { ...template, text: '{{ long }}' },

@@ -70,6 +70,11 @@ export async function decodeJob(
       ? await context.ledger.load(jobId)
       : { entries: new Map<number, LedgerEntry>(), attempts: 0 };
   const entries = snapshot.entries;
+  // What a campaign message that fails for good is recorded with (ledger.ts failureRecord).
+  if (data.campaign !== undefined) {
+    batch.messages = data.messages;
+    batch.attempt = snapshot.attempts + 1;
+  }
   const failSilently = new Map<number, boolean>();
   const pending: PendingMessage[] = [];
   for (const [index, raw] of data.messages.entries()) {

@@ -72,4 +72,17 @@ export const workerDefaults = {
   logRepeatInterval: 1 * SECOND,
   /** Longest window of the log throttle: a persistent error is written about once a minute. */
   logRepeatMaxInterval: 1 * MINUTE,
+  /**
+   * How often a worker announces itself on its queue (heartbeat.ts): the protocol's 5 s; it is listed
+   * as live (mailroom stats) for 3 intervals after the last one.
+   */
+  heartbeatInterval: protocolDefaults.workerHeartbeatInterval,
+  /**
+   * Batch jobs per state whose `count` a /metrics scrape reads for mailroom_queue_messages; past it
+   * the rest of the state is estimated at the average of those read (queue-gauges.ts). Bounds a
+   * scrape on a backlog of millions of messages to a few hundred small reads inside Redis.
+   */
+  backlogSampleJobs: 200,
+  /** A /metrics scrape waits this long for the queue and campaign gauges, then serves the rest without them. */
+  backlogReadTimeout: 2 * SECOND,
 } satisfies Record<string, string | number>;

@@ -1,11 +1,15 @@
 /** The delivery ledger: a batch's record of what became of each message, written as each one settles. */
+import type { WireMessage } from '@mailroom/core';
 import {
   decodeEntry,
   encodeEntry,
+  encodeFailedRecipient,
   LEDGER_ATTEMPT_FIELD,
   LEDGER_MESSAGE_PREFIX,
   type LedgerEntry,
   ledgerMessageField,
+  normalizeSuppressedAddress,
+  packMessages,
   type QueueKeys,
   registerScripts,
   type ScriptedRedis,
@@ -26,6 +30,14 @@ export interface BatchRef {
   /** BullMQ lock token of this run; undefined skips the lock check. */
   token: string | undefined;
   campaign: string | undefined;
+  /**
+   * The job's messages as the job carries them (wire form), by index: a campaign message that fails
+   * for good is kept with its failure record, so `campaign retry` can send it again. Only read for
+   * failures (a delivered message costs nothing).
+   */
+  messages?: readonly unknown[] | undefined;
+  /** This run's attempt number (1 for the first), the `attempts` of the failure records it writes. */
+  attempt?: number | undefined;
 }
 
 /** What the ledger knows about a batch. */
@@ -71,11 +83,47 @@ export class Ledger {
       this.#keys.campaignFailures(id),
       this.#keys.campaignRate(id),
       this.#keys.jobLock(batch.jobId),
+      this.#keys.campaignFailedRecipients(id),
       String(this.#ttl),
       id,
       String(Math.floor(Date.now() / 1000)),
       batch.token ?? '',
+      String(Date.now()),
     ];
+  }
+
+  /**
+   * The campaign's failed-recipient record of an entry that failed for good (`f`, `x`): [address,
+   * record], or ['', ''] for anything else, and for a message whose one recipient cannot be read
+   * (it could not be sent again anyway). Never throws: the ledger write MUST happen.
+   */
+  private failureRecord(batch: BatchRef, index: number, entry: LedgerEntry): [string, string] {
+    if (batch.campaign === undefined || (entry.state !== 'f' && entry.state !== 'x')) return ['', ''];
+    const wire = batch.messages?.[index] as { to?: unknown } | undefined;
+    // Campaign messages have exactly one recipient, in To.
+    const to = Array.isArray(wire?.to) ? wire.to[0] : undefined;
+    if (typeof to !== 'string') return ['', ''];
+    try {
+      const address = normalizeSuppressedAddress(to);
+      const refusal = entry.refused?.[0];
+      const record = encodeFailedRecipient({
+        reason: entry.reason ?? '',
+        // The server's own reply to the one recipient, else the error (a 5xx after DATA, a timeout).
+        ...((refusal?.code ?? entry.code) === undefined ? {} : { code: refusal?.code ?? entry.code }),
+        ...((refusal?.response ?? entry.detail) === undefined
+          ? {}
+          : { reply: refusal?.response ?? entry.detail }),
+        attempts: batch.attempt ?? 1,
+        at: Date.now(),
+        state: entry.state,
+        message: packMessages([wire as WireMessage]),
+        job: batch.jobId,
+        field: ledgerMessageField(index),
+      });
+      return [address, record];
+    } catch {
+      return ['', ''];
+    }
   }
 
   /**
@@ -96,7 +144,12 @@ export class Ledger {
   ): Promise<BatchStatus> {
     const args = this.keysAndArgs(batch);
     for (const [index, entry] of entries) {
-      args.push(ledgerMessageField(index), encodeEntry(entry), entry.reason ?? '');
+      args.push(
+        ledgerMessageField(index),
+        encodeEntry(entry),
+        entry.reason ?? '',
+        ...this.failureRecord(batch, index, entry),
+      );
     }
     const [held, state] = await this.#redis.mailroomRecord(...args);
     return { lockHeld: held === 1, campaignState: state };

@@ -1,5 +1,12 @@
-/** The worker's Prometheus metrics: sent, failed and retried messages, batches, latencies, connections. */
+/** The worker's Prometheus metrics: sent, failed and retried messages, batches, latencies, connections, the queue's backlog. */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { BACKLOG_STATES, type QueueBacklog } from './queue-gauges.js';
+
+/**
+ * Reads a queue's backlog for a scrape; undefined when it cannot now (Redis away): the backlog
+ * gauges of that queue are then left out of the scrape rather than shown as 0.
+ */
+export type BacklogReader = () => Promise<QueueBacklog | undefined>;
 
 /** What the worker reports as it works; {@link PrometheusMetrics} is the implementation. */
 export interface WorkerMetrics {
@@ -15,6 +22,11 @@ export interface WorkerMetrics {
   batchesInFlight(delta: number): void;
   /** Addresses newly put on the suppression list by the worker (auto-suppress.ts), by reason. */
   addressesSuppressed(reason: string, count: number): void;
+  /**
+   * Reports `queue`'s backlog gauges, read with `read` at each scrape, until the returned function is
+   * called. Optional: a sink without gauges leaves it out.
+   */
+  trackQueue?(queue: string, read: BacklogReader): () => void;
 }
 
 /** Prometheus counters and histograms of one worker process, in their own registry. */
@@ -31,6 +43,11 @@ export class PrometheusMetrics implements WorkerMetrics {
   readonly rateLimitWaitSeconds: Counter;
   readonly inFlight: Gauge;
   readonly suppressed: Counter<'reason'>;
+  readonly queueBatches: Gauge<'queue' | 'state'>;
+  readonly queueMessages: Gauge<'queue' | 'state'>;
+  readonly campaignMessages: Gauge<'queue' | 'campaign' | 'state'>;
+  readonly #backlogReaders = new Map<string, BacklogReader>();
+  #reading: Promise<Map<string, QueueBacklog>> | undefined;
 
   constructor(registry = new Registry()) {
     this.registry = registry;
@@ -96,6 +113,78 @@ export class PrometheusMetrics implements WorkerMetrics {
       labelNames: ['reason'],
       registers,
     });
+    // The backlog gauges are read from Redis when scraped, not kept up to date job by job: every
+    // worker of a queue reports the same values (aggregate them with max, not sum).
+    const backlog = this;
+    this.queueBatches = new Gauge({
+      name: 'mailroom_queue_batches',
+      help: 'Batch jobs of the queue by state (waiting, delayed: retries and scheduled, active, failed: dead letters), read at scrape time.',
+      labelNames: ['queue', 'state'],
+      registers,
+      async collect() {
+        const readings = await backlog.#read();
+        this.reset();
+        for (const [queue, reading] of readings)
+          for (const state of BACKLOG_STATES) this.set({ queue, state }, reading.states[state].batches);
+      },
+    });
+    this.queueMessages = new Gauge({
+      name: 'mailroom_queue_messages',
+      help: 'Messages in the batch jobs of the queue by state, read at scrape time (exact up to 200 batches per state, estimated past it).',
+      labelNames: ['queue', 'state'],
+      registers,
+      async collect() {
+        const readings = await backlog.#read();
+        this.reset();
+        for (const [queue, reading] of readings)
+          for (const state of BACKLOG_STATES) this.set({ queue, state }, reading.states[state].messages);
+      },
+    });
+    this.campaignMessages = new Gauge({
+      name: 'mailroom_campaign_messages',
+      help: 'Messages of each running campaign: sent, failed and pending (not settled yet), read at scrape time.',
+      labelNames: ['queue', 'campaign', 'state'],
+      registers,
+      async collect() {
+        const readings = await backlog.#read();
+        // Reset at each scrape: a campaign that completed, was paused or cancelled drops out.
+        this.reset();
+        for (const [queue, reading] of readings) {
+          for (const { id: campaign, sent, failed, pending } of reading.campaigns) {
+            this.set({ queue, campaign, state: 'sent' }, sent);
+            this.set({ queue, campaign, state: 'failed' }, failed);
+            this.set({ queue, campaign, state: 'pending' }, pending);
+          }
+        }
+      },
+    });
+  }
+
+  /**
+   * One reading of every tracked queue per scrape: the three gauges are collected at once and share
+   * it. Never rejects: a queue whose reading failed is left out.
+   */
+  #read(): Promise<Map<string, QueueBacklog>> {
+    this.#reading ??= (async () => {
+      const readings = new Map<string, QueueBacklog>();
+      await Promise.all(
+        [...this.#backlogReaders].map(async ([queue, read]) => {
+          const reading = await read().catch(() => undefined);
+          if (reading) readings.set(queue, reading);
+        }),
+      );
+      return readings;
+    })().finally(() => {
+      this.#reading = undefined;
+    });
+    return this.#reading;
+  }
+
+  trackQueue(queue: string, read: BacklogReader): () => void {
+    this.#backlogReaders.set(queue, read);
+    return () => {
+      if (this.#backlogReaders.get(queue) === read) this.#backlogReaders.delete(queue);
+    };
   }
 
   messageSent(latencySeconds: number | undefined): void {

@@ -32,9 +32,11 @@ import { type BatchCounts, decideBatch } from './decide.js';
 import { type DecodedBatch, decodeJob } from './decode-job.js';
 import { workerDefaults } from './defaults.js';
 import { deliverBatch, type StopReason } from './deliver-batch.js';
+import { type Heartbeat, startHeartbeat } from './heartbeat.js';
 import { Ledger } from './ledger.js';
 import { LogThrottle } from './log-throttle.js';
 import { PrometheusMetrics, type WorkerMetrics } from './metrics.js';
+import { readQueueBacklog } from './queue-gauges.js';
 import { RateLimiter } from './rate-limit.js';
 
 export { retryDelay } from './apply-decision.js';
@@ -116,6 +118,8 @@ export interface MailWorker {
   readonly closing: boolean;
   /** Connected to Redis, taking jobs and not shutting down (for /readyz). */
   isReady(): boolean;
+  /** Its announcement on the queue (`mailroom stats` lists it): its id, and when the first one was written. */
+  readonly heartbeat: Pick<Heartbeat, 'id' | 'first'>;
 }
 
 function backendFactory(options: WorkerOptions, smtpTimeout: number | null): () => BaseEmailBackend {
@@ -221,6 +225,29 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   const dataLoss = startDataLossMonitor(redis, keys, { queue, logger });
   const shutdown = new AbortController();
   const decodeContext = { redis, base: keys.base, ledger, maxUnpackedBytes, logger, metrics };
+  // Announces this process on the queue until close(): `mailroom stats` lists it, and the CLI warns
+  // when nobody is consuming a queue a campaign waits on.
+  const heartbeat = startHeartbeat(redis, keys, {
+    queue,
+    concurrency,
+    interval: workerDefaults.heartbeatInterval,
+    errorLog,
+  });
+  // The queue's backlog for /metrics, read when scraped. Skipped while Redis is away: the worker's
+  // connection would hold the command (and the scrape) until it is back.
+  const untrackQueue = metrics.trackQueue?.(queue, async () => {
+    if (redis.status !== 'ready') return undefined;
+    const reading = readQueueBacklog(redis, keys, { sampleJobs: workerDefaults.backlogSampleJobs });
+    reading.catch((error: unknown) =>
+      errorLog.log(
+        'warn',
+        { err: coerceError(error).message },
+        'reading the queue backlog for /metrics failed',
+      ),
+    );
+    const deadline = Date.now() + workerDefaults.backlogReadTimeout;
+    return (await settlesBy(reading, deadline)) ? await reading.catch(() => undefined) : undefined;
+  });
   const connections = new ConnectionPool(makeBackend, {
     idleTimeout: connectionIdleTimeout,
     maxMessages: maxMessagesPerConnection,
@@ -352,6 +379,9 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
       logger.info({ queue }, 'shutting down: no new batches, finishing the messages on the wire');
       shutdown.abort(new Error('worker shutting down'));
       dataLoss.stop();
+      untrackQueue?.();
+      // A worker shutting down takes no new batch: it stops counting as one consuming the queue.
+      const withdrawn = heartbeat.stop();
       // Waits for the batches in flight, each of which stops after the messages on the wire (a window at most).
       const bullClosed = bullWorker.close().catch((error: unknown) => {
         logger.warn({ err: coerceError(error).message }, 'closing the BullMQ worker failed');
@@ -367,6 +397,7 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
         if (redis.status !== 'ready' || !(await settlesBy(bullClosed, cutUntil))) bullWorker.forceClose();
       }
       await settlesBy(connections.closeAll(), cutUntil);
+      await settlesBy(withdrawn, cutUntil);
       if (owned) {
         const client = redis as Redis;
         if (client.status === 'ready') await settlesBy(client.quit(), cutUntil);
@@ -392,5 +423,6 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
       return closing !== undefined;
     },
     isReady: () => closing === undefined && redis.status === 'ready' && bullWorker.isRunning(),
+    heartbeat,
   };
 }

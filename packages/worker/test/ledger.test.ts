@@ -1,4 +1,5 @@
-import { queueKeys } from '@mailroom/core/protocol';
+import { EmailMessage, toWire } from '@mailroom/core';
+import { parseFailedRecipient, protocolDefaults, queueKeys, unpackMessages } from '@mailroom/core/protocol';
 import { decodeEntry, encodeEntry, Ledger } from '@mailroom/worker';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { removeQueueKeys, testRedis, uniqueQueue } from '../../../test/support/redis.js';
@@ -141,5 +142,78 @@ describe('Ledger.reopenExhausted', () => {
     expect(await ledger.reopenExhausted('job-9', 'c4')).toBe(0);
     const written = [keys.ledger('job-9'), keys.campaign('c4'), keys.campaignFailures('c4')];
     expect(await redis.exists(...written)).toBe(0);
+  });
+});
+
+describe('campaign failure records', () => {
+  const wire = (to: string) => toWire(new EmailMessage('Hi', 'Hello', 'news@example.com', [to]));
+  const messages = [wire('Ann <Ann@Example.com>'), wire('bob@example.com'), wire('cy@example.com')];
+  const batch = { jobId: 'job-r', token: undefined, campaign: 'cr', messages, attempt: 2 };
+
+  it('keeps a failed message with its reply, once, in the step that counts it', async () => {
+    await redis.hset(keys.campaign('cr'), 'state', 'running');
+    const refused = {
+      state: 'f' as const,
+      reason: 'rejected' as const,
+      code: 550,
+      detail: 'Recipient refused',
+    };
+    const entry = {
+      ...refused,
+      refused: [{ recipient: 'Ann@Example.com', code: 550, response: '550 5.7.1 policy' }],
+    };
+    await ledger.recordMany(batch, [
+      [0, entry],
+      [1, { state: 'd' }],
+    ]);
+    const records = await redis.hgetall(keys.campaignFailedRecipients('cr'));
+    expect(Object.keys(records)).toEqual(['ann@example.com']);
+    const record = parseFailedRecipient(records['ann@example.com'] as string);
+    expect(record).toMatchObject({
+      reason: 'rejected',
+      code: 550,
+      reply: '550 5.7.1 policy',
+      attempts: 2,
+      state: 'f',
+    });
+    expect(record?.job).toBe('job-r');
+    expect(record?.field).toBe('m0');
+    expect(unpackMessages(record?.message as string)).toEqual([JSON.parse(JSON.stringify(messages[0]))]);
+    // Written again (a re-run): neither counted nor recorded a second time.
+    await redis.hdel(keys.campaignFailedRecipients('cr'), 'ann@example.com');
+    await ledger.record(batch, 0, entry);
+    expect(await redis.hlen(keys.campaignFailedRecipients('cr'))).toBe(0);
+    expect(await redis.hget(keys.campaign('cr'), 'failed')).toBe('1');
+    const ttl = await redis.pttl(keys.campaignFailures('cr'));
+    expect(ttl).toBeGreaterThan(protocolDefaults.campaignTtl - 60_000);
+  });
+
+  it('records exhausted transient failures, and nothing for delivered or cancelled messages', async () => {
+    await ledger.recordMany(batch, [
+      [1, { state: 'd' }],
+      [2, { state: 'c', reason: 'cancelled' }],
+    ]);
+    expect(await redis.exists(keys.campaignFailedRecipients('cr'))).toBe(0);
+    await ledger.record(batch, 2, { state: 'x', reason: 'deferred', code: 450, detail: '450 busy' });
+    expect(await redis.exists(keys.campaignFailedRecipients('cr'))).toBe(0);
+    await ledger.record({ ...batch, jobId: 'job-s' }, 2, {
+      state: 'x',
+      reason: 'deferred',
+      code: 450,
+      detail: '450 busy',
+    });
+    const record = parseFailedRecipient(
+      (await redis.hget(keys.campaignFailedRecipients('cr'), 'cy@example.com')) ?? '',
+    );
+    expect(record).toMatchObject({ state: 'x', reason: 'deferred', code: 450, reply: '450 busy' });
+  });
+
+  it("sets the campaign's lastSettledAt whenever it counts a message", async () => {
+    const before = Date.now();
+    await ledger.record(batch, 1, { state: 'd' });
+    expect(Number(await redis.hget(keys.campaign('cr'), 'lastSettledAt'))).toBeGreaterThanOrEqual(before);
+    await redis.hdel(keys.campaign('cr'), 'lastSettledAt');
+    await ledger.record(batch, 1, { state: 'd' });
+    expect(await redis.hget(keys.campaign('cr'), 'lastSettledAt')).toBeNull();
   });
 });

@@ -19,7 +19,7 @@ export const CAMPAIGN_FIELDS = {
   enqueueFinished: 'enqueueFinished',
   /** Why reading stopped: `done`, `cancelled`, `aborted` or `error`. */
   enqueueStoppedBy: 'enqueueStoppedBy',
-  /** The error that stopped reading the recipients, on one line. */
+  /** The error that stopped reading the recipients, or why it was aborted (`interrupted by SIGINT`), on one line. */
   enqueueError: 'enqueueError',
   /** Distinct recipients counted (enqueued + invalid). */
   total: 'total',
@@ -37,6 +37,10 @@ export const CAMPAIGN_FIELDS = {
   suppressed: 'suppressed',
   /** Epoch ms of the cancel. */
   cancelledAt: 'cancelledAt',
+  /** Epoch ms before which the campaign's batches are not sent (a scheduled campaign), if set. */
+  sendAt: 'sendAt',
+  /** Epoch ms of the last message the worker counted (sent, failed or cancelled): a completed campaign's finish time. */
+  lastSettledAt: 'lastSettledAt',
 } as const;
 
 /** A field of a campaign's hash. */

@@ -80,4 +80,9 @@ export const protocolDefaults = {
   campaignTtl: 30 * DAY,
   /** A campaign's per-second sent counters (for its rate and ETA) are kept this long. */
   campaignRateTtl: 1 * HOUR,
+  /**
+   * How often a worker announces itself on its queue (workers.ts); it counts as live for 3 of these
+   * (15 s), so one late heartbeat on a busy machine does not make it look gone.
+   */
+  workerHeartbeatInterval: 5 * SECOND,
 } satisfies Record<string, string | number>;

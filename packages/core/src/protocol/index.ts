@@ -42,6 +42,14 @@ export {
   readEpochMarker,
 } from './epoch-marker.js';
 export { type EpochLogger, EpochWatch, type EpochWatchOptions } from './epoch-watch.js';
+export {
+  CLAIM_FIXED_ARGS,
+  encodeFailedRecipient,
+  type FailedRecipientRecord,
+  failedRecipientSchema,
+  parseFailedRecipient,
+  parseRetryClaim,
+} from './failed-recipients.js';
 export { type BullJobSet, type QueueKeys, queueKeys } from './keys.js';
 export {
   decodeEntry,
@@ -78,3 +86,12 @@ export {
   unsubscribeUrl,
   verifyUnsubscribeToken,
 } from './unsubscribe-token.js';
+export {
+  announceWorker,
+  liveWorkers,
+  WORKER_LIVE_INTERVALS,
+  WORKER_LIVE_WINDOW,
+  type WorkerInfo,
+  withdrawWorker,
+  workerInfoSchema,
+} from './workers.js';

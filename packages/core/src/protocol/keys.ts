@@ -39,10 +39,28 @@ export interface QueueKeys {
   /** The first invalid recipients of a campaign with their reasons (list of JSON records). */
   campaignInvalid(id: string): string;
   /**
+   * The recipients of a campaign whose message failed for good (hash: normalised address → JSON
+   * failure record with the packed message, failed-recipients.ts), written by the worker's ledger in
+   * the same step that counts the failure; `campaign retry` takes records out of it.
+   */
+  campaignFailedRecipients(id: string): string;
+  /**
+   * Failure records a `campaign retry` claimed and has not yet seen enqueued (hash: address → JSON
+   * claim): what a retry that crashed in between resumes (failed-recipients.ts).
+   */
+  campaignRetrying(id: string): string;
+  /**
    * The suppression list (hash: normalised address → JSON record of reason, time and source):
    * addresses nothing on this queue sends campaign mail to (suppression.ts).
    */
   readonly suppression: string;
+  /**
+   * The workers of this queue (sorted set: worker id → epoch ms of its last heartbeat), an index of
+   * the {@link QueueKeys.worker} keys; readers drop members whose key expired (workers.ts).
+   */
+  readonly workers: string;
+  /** One worker's announcement (JSON string, expires 3 heartbeats after the last one: workers.ts). */
+  worker(id: string): string;
   /** BullMQ's lock of a job being processed (value: the worker's token). */
   jobLock(jobId: string): string;
   /** BullMQ's deduplication key (value: the job id), which carries idempotency keys. */
@@ -66,7 +84,11 @@ export function queueKeys(prefix: string, queue: string): QueueKeys {
     campaignChunks: (id) => `${base}:campaign:${id}:chunks`,
     campaignFailures: (id) => `${base}:campaign:${id}:failures`,
     campaignInvalid: (id) => `${base}:campaign:${id}:invalid`,
+    campaignFailedRecipients: (id) => `${base}:campaign:${id}:failed`,
+    campaignRetrying: (id) => `${base}:campaign:${id}:retrying`,
     suppression: `${base}:suppression`,
+    workers: `${base}:workers`,
+    worker: (id) => `${base}:workers:${id}`,
     jobLock: (jobId) => `${base}:${jobId}:lock`,
     deduplication: (id) => `${base}:de:${id}`,
     jobSet: (state) => `${base}:${state}`,

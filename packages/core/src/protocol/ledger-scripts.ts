@@ -23,25 +23,31 @@ local function status()
 end
 `;
 
-/** ARGV of {@link RECORD} before its entries: ttl ms, campaign, epoch second, lock token. */
-export const RECORD_FIXED_ARGS = 4;
+/** ARGV of {@link RECORD} before its entries: ttl ms, campaign, epoch second, lock token, now ms. */
+export const RECORD_FIXED_ARGS = 5;
+
+/** ARGV of {@link RECORD} per message: field, encoded entry, failure reason, address, failure record. */
+export const RECORD_ARGS_PER_MESSAGE = 5;
 
 /**
  * Writes the entries of one or more messages of a batch (the replies one pipelined window brought
  * back: one round trip for all of them) and counts on the campaign each entry that becomes final for
  * the first time (so a re-run never counts twice). Returns {lock held (1/0), campaign state ('' without
  * campaign)}, so the worker learns of a lost lock, a pause or a cancel without another round trip,
- * before it sends more.
+ * before it sends more. A campaign message counted as failed (`f` or `x`) with a failure record
+ * gets it in the campaign's failed-recipients hash in the same step (failed-recipients.ts), so the
+ * records and the count agree after any crash; every count also sets the campaign's `lastSettledAt`.
  *
- * KEYS: ledger, campaign hash, campaign failures hash, campaign rate hash, job lock. ARGV: ttl ms,
- * campaign ('' when none), epoch second, lock token ('' to skip), then per message: field, encoded
- * entry, failure reason.
+ * KEYS: ledger, campaign hash, campaign failures hash, campaign rate hash, job lock, campaign failed
+ * recipients hash. ARGV: ttl ms, campaign ('' when none), epoch second, lock token ('' to skip), now
+ * ms, then per message: field, encoded entry, failure reason, address and failure record ('' and ''
+ * when there is none: delivered messages never carry one).
  */
 export const RECORD = `${STATUS}
 local final = ${FINAL_TABLE}
 local counted = false
-for i = ${RECORD_FIXED_ARGS + 1}, #ARGV, 3 do
-  local field, entry, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = ${RECORD_FIXED_ARGS + 1}, #ARGV, ${RECORD_ARGS_PER_MESSAGE} do
+  local field, entry, reason, address = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local prev = redis.call('HGET', KEYS[1], field)
   redis.call('HSET', KEYS[1], field, entry)
   local state = string.sub(entry, 1, 1)
@@ -57,11 +63,18 @@ for i = ${RECORD_FIXED_ARGS + 1}, #ARGV, 3 do
       redis.call('HINCRBY', KEYS[2], '${FIELD.failed}', 1)
       redis.call('HINCRBY', KEYS[3], reason, 1)
       redis.call('EXPIRE', KEYS[3], ${protocolDefaults.campaignTtl / SECOND})
+      if address ~= '' then
+        redis.call('HSET', KEYS[6], address, ARGV[i + 4])
+        redis.call('EXPIRE', KEYS[6], ${protocolDefaults.campaignTtl / SECOND})
+      end
     end
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if counted then redis.call('EXPIRE', KEYS[4], ${protocolDefaults.campaignRateTtl / SECOND}) end
+if counted then
+  redis.call('EXPIRE', KEYS[4], ${protocolDefaults.campaignRateTtl / SECOND})
+  redis.call('HSET', KEYS[2], '${FIELD.lastSettledAt}', ARGV[5])
+end
 return status()
 `;
 

@@ -2,6 +2,7 @@
 import type { Redis } from 'ioredis';
 import { COMMIT_CHUNK, SEEN, TRANSITION } from './campaign-scripts.js';
 import { ENSURE_EPOCH, RECORD_LOSS } from './epoch-scripts.js';
+import { CLAIM_RETRY } from './failed-recipients.js';
 import { CHECK, RECORD, REOPEN_EXHAUSTED } from './ledger-scripts.js';
 
 type Argument = string | Buffer | number;
@@ -20,6 +21,8 @@ export interface MailroomCommands {
   mailroomCheck(...keysAndArgs: string[]): Promise<[number, string]>;
   /** ledger-scripts.ts REOPEN_EXHAUSTED: the number of messages reopened. */
   mailroomReopenExhausted(...keysAndArgs: string[]): Promise<number>;
+  /** failed-recipients.ts CLAIM_RETRY: [suppressed, in flight, stale, [address, record, ...]]. */
+  mailroomClaimRetry(...keysAndArgs: string[]): Promise<[number, number, number, string[]]>;
   /** epoch-scripts.ts ENSURE_EPOCH: the marker, HGETALL as a flat list. */
   mailroomEnsureEpoch(key: string, id: string, now: string): Promise<string[]>;
   /** epoch-scripts.ts RECORD_LOSS: [1 after a loss, 0 otherwise; the marker, HGETALL as a flat list]. */
@@ -33,9 +36,10 @@ const SCRIPTS: Record<keyof MailroomCommands, { numberOfKeys: number; lua: strin
   mailroomCommitChunk: { numberOfKeys: 4, lua: COMMIT_CHUNK },
   mailroomSeen: { numberOfKeys: 0, lua: SEEN },
   mailroomTransition: { numberOfKeys: 1, lua: TRANSITION },
-  mailroomRecord: { numberOfKeys: 5, lua: RECORD },
-  mailroomCheck: { numberOfKeys: 5, lua: CHECK },
+  mailroomRecord: { numberOfKeys: 6, lua: RECORD },
+  mailroomCheck: { numberOfKeys: 6, lua: CHECK },
   mailroomReopenExhausted: { numberOfKeys: 3, lua: REOPEN_EXHAUSTED },
+  mailroomClaimRetry: { numberOfKeys: 5, lua: CLAIM_RETRY },
   mailroomEnsureEpoch: { numberOfKeys: 1, lua: ENSURE_EPOCH },
   mailroomRecordLoss: { numberOfKeys: 1, lua: RECORD_LOSS },
 };

@@ -17,6 +17,8 @@ describe('queueKeys', () => {
       keys.campaignChunks('c'),
       keys.campaignFailures('c'),
       keys.campaignInvalid('c'),
+      keys.campaignFailedRecipients('c'),
+      keys.campaignRetrying('c'),
       keys.jobLock('job-1'),
       keys.deduplication('key#0'),
       keys.jobSet('wait'),

@@ -10,6 +10,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { removeQueueKeys, testRedis, uniqueQueue } from '../../../../test/support/redis.js';
 import { COMMIT_CHUNK, SEEN, TRANSITION } from '../../src/protocol/campaign-scripts.js';
 import { ENSURE_EPOCH, RECORD_LOSS } from '../../src/protocol/epoch-scripts.js';
+import { CLAIM_RETRY } from '../../src/protocol/failed-recipients.js';
 import { CHECK, RECORD, REOPEN_EXHAUSTED } from '../../src/protocol/ledger-scripts.js';
 
 const redis = testRedis();
@@ -35,6 +36,7 @@ describe('the Lua scripts', () => {
       REOPEN_EXHAUSTED,
       ENSURE_EPOCH,
       RECORD_LOSS,
+      CLAIM_RETRY,
     }),
   )('%s compiles with its constants interpolated', async (_name, lua) => {
     expect(lua).not.toContain('${');
@@ -103,5 +105,70 @@ describe('the Lua scripts', () => {
     expect(await commit()).toBe(1);
     expect(await commit()).toBe(0);
     expect(await redis.hget(keys.campaign('once'), CAMPAIGN_FIELDS.total)).toBe('5');
+  });
+});
+
+describe('CLAIM_RETRY', () => {
+  const id = 'retry';
+  const record = (state: 'f' | 'x', reason: string, extra: Record<string, unknown> = {}) =>
+    JSON.stringify({ reason, attempts: 1, at: 1000, state, message: 'packed', ...extra });
+  const claim = (claimId: string, transientOnly: boolean, ...addresses: string[]) =>
+    registerScripts(redis).mailroomClaimRetry(
+      keys.campaignFailedRecipients(id),
+      keys.campaignRetrying(id),
+      keys.campaign(id),
+      keys.campaignFailures(id),
+      keys.suppression,
+      claimId,
+      '5000',
+      transientOnly ? '1' : '0',
+      '2000',
+      ...addresses.flatMap((address) => [address, keys.ledger('job'), `m${address.charCodeAt(0)}`]),
+    );
+
+  it('moves each record to the retrying hash once, taking it out of the failed counts', async () => {
+    await redis.hset(keys.campaign(id), CAMPAIGN_FIELDS.failed, '2');
+    await redis.hset(keys.campaignFailures(id), 'rejected', '1', 'deferred', '1');
+    await redis.hset(
+      keys.campaignFailedRecipients(id),
+      'a@x',
+      record('f', 'rejected'),
+      'b@x',
+      record('x', 'deferred'),
+    );
+    const [suppressed, inFlight, stale, claimed] = await claim('c1', false, 'a@x', 'b@x');
+    expect([suppressed, inFlight, stale]).toEqual([0, 0, 0]);
+    expect(claimed).toEqual(['a@x', record('f', 'rejected'), 'b@x', record('x', 'deferred')]);
+    expect(await claim('c2', false, 'a@x', 'b@x')).toEqual([0, 0, 0, []]);
+    expect(await redis.hget(keys.campaignRetrying(id), 'a@x')).toBe(`c1|5000|${record('f', 'rejected')}`);
+    expect(await redis.hget(keys.campaign(id), CAMPAIGN_FIELDS.failed)).toBe('0');
+    expect(await redis.hgetall(keys.campaignFailures(id))).toEqual({});
+    expect(await redis.exists(keys.campaignFailedRecipients(id))).toBe(0);
+  });
+
+  it('leaves permanent failures with transient only, new failures, suppressed and in-flight recipients', async () => {
+    await redis.hset(
+      keys.campaignFailedRecipients(id),
+      'a@x',
+      record('f', 'rejected'),
+      'n@x',
+      record('x', 'deferred', { at: 3000 }),
+      's@x',
+      record('x', 'deferred'),
+      't@x',
+      record('x', 'deferred'),
+      'd@x',
+      record('x', 'deferred'),
+    );
+    await redis.hset(keys.suppression, 's@x', '{}');
+    await redis.hset(keys.ledger('job'), `m${'t'.charCodeAt(0)}`, 't{}', `m${'d'.charCodeAt(0)}`, 'd{}');
+    expect(await claim('c1', true, 'a@x', 'n@x', 's@x', 't@x', 'd@x')).toEqual([1, 1, 1, []]);
+    // The delivered one was stale: dropped; the others stay failed.
+    expect((await redis.hkeys(keys.campaignFailedRecipients(id))).sort()).toEqual([
+      'a@x',
+      'n@x',
+      's@x',
+      't@x',
+    ]);
   });
 });

@@ -2,22 +2,34 @@
 import { ValidationError } from '@mailroom/core';
 import {
   type CampaignState,
-  type CampaignTemplate,
   campaignStatus,
   cancelCampaign,
+  checkPlaceholders,
   type InvalidRow,
   type Producer,
   pauseCampaign,
   resumeCampaign,
   startCampaign,
 } from '@mailroom/producer';
+import { campaignFailuresUsage, failuresSubcommand, retrySubcommand } from './campaign-failures-command.js';
+import {
+  dryRun,
+  messageFlags,
+  messageFromFlags,
+  onStopSignals,
+  previewCommand,
+  previewUsage,
+  resumeCommand,
+  scanRecipients,
+  sendAtFlag,
+  signalExitCode,
+  testSend,
+} from './campaign-preview.js';
 import {
   durationFlag,
   formatCount,
-  parseHeaderFlags,
   positiveIntegerFlag,
   printJson,
-  readTextFile,
   required,
   withProducer,
 } from './common.js';
@@ -26,8 +38,9 @@ import { type CliContext, EXIT, InputError, printLines, println, UsageError } fr
 import { statusReport, watchCampaign } from './progress.js';
 import { readRecipients, recipientFormat } from './recipients.js';
 import { didYouMean } from './suggest.js';
+import { STATES_NEEDING_WORKERS, warnWithoutWorkers } from './workers.js';
 
-export const campaignUsage = `Usage: mailroom campaign <start|status|pause|resume|cancel> [flags]
+export const campaignUsage = `Usage: mailroom campaign <start|preview|status|pause|resume|cancel|failures|retry> [flags]
 
 Newsletter drains: one template, many recipients, personalised, with live progress.
 
@@ -64,18 +77,45 @@ Newsletter drains: one template, many recipients, personalised, with live progre
     --header 'Name: value'     extra header template; repeatable
     --reply-to <addr>          Reply-To; repeatable
     --batch-size <n>           messages per batch job (default 50)
+    --empty-values <error|allow>
+                               a recipient with no value for a placeholder the templates use:
+                               error (default) skips it as invalid (field placeholder.<name>),
+                               allow renders the value empty
+    --send-at <time>           schedule: an ISO 8601 time with its offset (2025-07-01T09:00+02:00)
+                               or a duration from now (90m, 2h); the messages wait in the queue
+                               until then (status shows it); a list longer than the backpressure
+                               window (20 batches) keeps start enqueueing until sending begins
+    --dry-run                  read and check the whole file (placeholders, addresses, rendering,
+                               duplicates, suppressed) and print a summary; enqueues nothing and
+                               creates no campaign (exit 0, invalid rows listed; 2 for a bad
+                               template or placeholder)
+    --test-to <addr>           enqueue one message, rendered from the first recipient's row (or
+                               --recipient <n|address>) with <addr> as its address ({{ email }}
+                               and the unsubscribe link are <addr>'s), to <addr> only; no campaign
+                               is created; prints the job id
+    A placeholder that matches no column of the file ({{ nmae }}, {{ name }} for a column Name)
+    stops start (and --dry-run, --test-to, preview) with exit 2 before anything is enqueued.
+    Ctrl-C or SIGTERM while recipients are read stops reading: the campaign is "interrupted",
+    the command prints how to resume (the same flags with --id) and exits 130 (SIGINT) or 143
+    (SIGTERM); a second Ctrl-C exits at once.
     --watch                    then follow the progress like "status --watch"
+
+${previewUsage}
 
   mailroom campaign status <id> [--watch] [--json]
     Prints total, queued, sent, failed (by reason), cancelled, duplicates, suppressed, remaining, rate, ETA
     and state. --watch follows it until it is completed or cancelled: on a terminal one progress
     line redrawn in place, otherwise (pipe, file, CI log) one line per interval.
+    start and status warn on stderr when no worker consumes the queue (none seen in the last
+    15 s); status --json gives the number of live workers as "workers".
     --interval <duration>      time between two reads with --watch (default 1s)
 
   mailroom campaign pause <id>     workers stop sending it within one message per batch
   mailroom campaign resume <id>    continue a paused campaign
   mailroom campaign cancel <id>    drop what is not sent yet (counted as cancelled)
     Each prints the campaign's new state.
+
+${campaignFailuresUsage}
 
 Flags of every subcommand:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
@@ -101,18 +141,12 @@ const common = {
 
 const startFlags = {
   ...common,
-  from: { type: 'string' },
-  subject: { type: 'string' },
-  'text-file': { type: 'string' },
-  'html-file': { type: 'string' },
-  recipients: { type: 'string' },
-  id: { type: 'string' },
+  ...messageFlags,
   name: { type: 'string' },
-  'unsubscribe-endpoint': { type: 'string' },
-  'unsubscribe-url': { type: 'string' },
-  'unsubscribe-mailto': { type: 'string' },
-  header: { type: 'string', multiple: true },
-  'reply-to': { type: 'string', multiple: true },
+  'dry-run': { type: 'boolean' },
+  'test-to': { type: 'string' },
+  recipient: { type: 'string' },
+  'send-at': { type: 'string' },
   'batch-size': { type: 'string' },
   'start-over': { type: 'boolean' },
   watch: { type: 'boolean' },
@@ -156,36 +190,40 @@ async function start(argv: string[], context: CliContext): Promise<number> {
       `unexpected argument ${JSON.stringify(positionals[0])} (see "mailroom campaign --help")`,
     );
   }
-  const fromEmail = required(values.from, '--from', 'campaign');
-  const subject = required(values.subject, '--subject', 'campaign');
-  const textFile = required(values['text-file'], '--text-file', 'campaign');
   const recipientsPath = required(values.recipients, '--recipients', 'campaign');
   const format = recipientFormat(recipientsPath);
   const batchSize = values['batch-size']
     ? positiveIntegerFlag(values['batch-size'], '--batch-size')
     : undefined;
   const intervalMs = intervalOf(values.interval);
-  const template: CampaignTemplate = {
-    subject,
-    fromEmail,
-    text: await readTextFile(textFile, '--text-file'),
-    headers: parseHeaderFlags(values.header),
-    ...(values['reply-to'] ? { replyTo: values['reply-to'] } : {}),
-  };
-  const htmlFile = values['html-file'];
-  if (htmlFile !== undefined) template.html = await readTextFile(htmlFile, '--html-file');
-  const unsubscribe = {
-    ...(values['unsubscribe-endpoint'] ? { endpoint: values['unsubscribe-endpoint'] } : {}),
-    ...(values['unsubscribe-url'] ? { url: values['unsubscribe-url'] } : {}),
-    ...(values['unsubscribe-mailto'] ? { mailto: values['unsubscribe-mailto'] } : {}),
-  };
+  if (values.recipient !== undefined && values['test-to'] === undefined) {
+    throw new UsageError('--recipient goes with --test-to (or "mailroom campaign preview")');
+  }
+  if (values['dry-run'] && values['test-to'] !== undefined) {
+    throw new UsageError('--dry-run and --test-to are exclusive: give one of them');
+  }
+  const sendAt = values['send-at'] === undefined ? undefined : sendAtFlag(values['send-at']);
+  const { template, unsubscribe, emptyValues } = await messageFromFlags(values, 'campaign');
 
-  // Pass 1: the whole file is well-formed (else nothing starts), and its size gives the ETA.
-  let expectedTotal = 0;
-  for await (const _ of readRecipients(recipientsPath, format)) expectedTotal++;
-  if (expectedTotal === 0) throw new InputError(`no recipients in ${recipientsPath}`);
+  // Pass 1: the whole file is well-formed (else nothing starts), its size gives the ETA, its columns
+  // are checked against the placeholders: a typo stops everything here, before Redis is touched.
+  const scan = await scanRecipients(recipientsPath, format);
+  const expectedTotal = scan.count;
+  const message = { template, emptyValues, columns: scan.columns, ...(unsubscribe ? { unsubscribe } : {}) };
+  checkPlaceholders(message, scan.columns);
 
   return withProducer(context, { queue: values.queue, batchSize }, async (producer) => {
+    const plan = {
+      options: { ...message, ...(values.id === undefined ? {} : { id: values.id }) },
+      path: recipientsPath,
+      format,
+      scan,
+    };
+    if (values['dry-run']) return dryRun(plan, producer, context, Boolean(values.json));
+    const testTo = values['test-to'];
+    if (testTo !== undefined)
+      return testSend(plan, testTo, values.recipient, producer, context, Boolean(values.json));
+
     // The file line of each recipient, to name the invalid ones: weakly held, so only while the
     // campaign holds the recipient (never the whole file).
     const lineOf = new WeakMap<object, number>();
@@ -196,29 +234,62 @@ async function start(argv: string[], context: CliContext): Promise<number> {
       }
     })();
     const invalidRows: (InvalidRow & { line?: number })[] = [];
-    // Stops reading recipients when the watch fails: nothing would report the progress any more.
+    // Stops reading recipients when the watch fails (nothing would report the progress any more)
+    // or at Ctrl-C/SIGTERM: the campaign is then `interrupted`, resumable with its id.
     const reading = new AbortController();
+    let interruptedBy: 'SIGINT' | 'SIGTERM' | undefined;
+    const releaseSignals = onStopSignals(context, (signal) => {
+      interruptedBy = signal;
+      reading.abort(new Error(`interrupted by ${signal} during "mailroom campaign start"`));
+    });
     const handle = await startCampaign(producer, {
       signal: reading.signal,
       ...(values.id === undefined ? {} : { id: values.id }),
       ...(values.name === undefined ? {} : { name: values.name }),
       ...(values['start-over'] ? { startOver: true } : {}),
-      template,
+      ...(sendAt === undefined ? {} : { sendAt }),
+      ...message,
       recipients,
-      ...(Object.keys(unsubscribe).length > 0 ? { unsubscribe } : {}),
       expectedTotal,
       onInvalid(row, recipient) {
         if (invalidRows.length >= INVALID_ROWS_LISTED) return;
         const line = typeof recipient === 'object' ? lineOf.get(recipient) : undefined;
         invalidRows.push(line === undefined ? row : { ...row, line });
       },
+    }).catch((error: unknown) => {
+      releaseSignals();
+      throw error;
     });
+    // Once reading is over a signal has nothing to interrupt: the default (exit at once) is back.
+    handle.enqueued.finally(releaseSignals).catch(() => {});
     // The id first, at once: another terminal can pause or watch while this one enqueues.
     if (!values.json) println(context.stdout, handle.id);
+    if (sendAt !== undefined && sendAt > Date.now()) {
+      // Backpressure holds: past maxPending messages, reading waits for the workers, who wait for sendAt.
+      println(
+        context.stderr,
+        `mailroom campaign: scheduled for ${new Date(sendAt).toISOString()}: the messages wait in the queue until then; ` +
+          'a list longer than the backpressure window keeps this command enqueueing until sending begins',
+      );
+    }
+    /** The line that says how to resume, and the exit code of the signal. */
+    const interrupted = (signal: 'SIGINT' | 'SIGTERM', queued: number): number => {
+      println(
+        context.stderr,
+        `mailroom campaign: interrupted: ${formatCount(queued)} of ${formatCount(expectedTotal)} recipients enqueued; ` +
+          `resume with: ${resumeCommand(argv, handle.id)}`,
+      );
+      return signalExitCode(signal);
+    };
+    // Without a worker the enqueueing stalls on backpressure, which looks like a hang: say why.
+    await warnWithoutWorkers(producer, context);
 
     if (values.watch) {
       const stop = new AbortController();
-      handle.enqueued.catch(() => stop.abort());
+      handle.enqueued.then(
+        (progress) => progress.stopped === 'aborted' && stop.abort(),
+        () => stop.abort(),
+      );
       const watching = watchCampaign(producer, handle.id, context, {
         json: Boolean(values.json),
         intervalMs,
@@ -228,14 +299,27 @@ async function start(argv: string[], context: CliContext): Promise<number> {
       const [enqueued, watched] = await Promise.allSettled([handle.enqueued, watching]);
       if (enqueued.status === 'rejected') throw enqueued.reason;
       if (watched.status === 'rejected') throw watched.reason;
+      if (interruptedBy !== undefined && enqueued.value.stopped === 'aborted')
+        return interrupted(interruptedBy, enqueued.value.queued);
       return EXIT.ok;
     }
 
     const progress = await handle.enqueued;
+    const stoppedBy = progress.stopped === 'aborted' ? interruptedBy : undefined;
     if (values.json) {
-      printJson(context, { id: handle.id, queue: producer.queue, ...progress, invalidRows });
-      return EXIT.ok;
+      printJson(context, {
+        id: handle.id,
+        queue: producer.queue,
+        ...progress,
+        invalidRows,
+        ...(sendAt === undefined ? {} : { sendAt }),
+        ...(stoppedBy === undefined
+          ? {}
+          : { interrupted: stoppedBy, resume: resumeCommand(argv, handle.id) }),
+      });
+      return stoppedBy === undefined ? EXIT.ok : interrupted(stoppedBy, progress.queued);
     }
+    if (stoppedBy !== undefined) return interrupted(stoppedBy, progress.queued);
     const notes = [
       progress.duplicates > 0
         ? `${formatCount(progress.duplicates)} duplicate${progress.duplicates === 1 ? '' : 's'} skipped`
@@ -248,6 +332,7 @@ async function start(argv: string[], context: CliContext): Promise<number> {
       `mailroom campaign: ${formatCount(progress.queued)} of ${formatCount(expectedTotal)} recipient lines enqueued` +
         `${notes.length > 0 ? ` (${notes.join(', ')})` : ''}` +
         `${progress.stopped === 'cancelled' ? '; the campaign was cancelled meanwhile' : ''}` +
+        `${sendAt === undefined ? '' : `; scheduled for ${new Date(sendAt).toISOString()}`}` +
         `; follow it with: mailroom campaign status ${handle.id} --watch`,
     );
     for (const { line, row, email, field, reason } of invalidRows.slice(0, INVALID_ROWS_PRINTED)) {
@@ -270,12 +355,14 @@ async function status(argv: string[], context: CliContext): Promise<number> {
   const id = campaignId(positionals, 'status');
   const intervalMs = intervalOf(values.interval);
   return withProducer(context, { queue: values.queue }, async (producer) => {
+    const current = await campaignStatus(producer, id);
+    // A finished campaign needs no worker: the warning is only for one still waiting on the queue.
+    const workers = await warnWithoutWorkers(producer, context, STATES_NEEDING_WORKERS.has(current.state));
     if (values.watch) {
       await watchCampaign(producer, id, context, { json: Boolean(values.json), intervalMs });
       return EXIT.ok;
     }
-    const current = await campaignStatus(producer, id);
-    if (values.json) printJson(context, current);
+    if (values.json) printJson(context, { ...current, ...(workers === undefined ? {} : { workers }) });
     else printLines(context.stdout, statusReport(current));
     return EXIT.ok;
   });
@@ -318,7 +405,7 @@ export async function campaignCommand(argv: string[], context: CliContext): Prom
   }
 }
 
-const SUBCOMMANDS = ['start', 'status', 'pause', 'resume', 'cancel'];
+const SUBCOMMANDS = ['start', 'preview', 'status', 'pause', 'resume', 'cancel', 'failures', 'retry'];
 
 async function dispatch(argv: string[], context: CliContext): Promise<number> {
   const [subcommand, ...rest] = argv;
@@ -327,13 +414,19 @@ async function dispatch(argv: string[], context: CliContext): Promise<number> {
       return start(rest, context);
     case 'status':
       return status(rest, context);
+    case 'preview':
+      return previewCommand(rest, context, campaignUsage);
     case 'pause':
     case 'resume':
     case 'cancel':
       return transition(subcommand, rest, context);
+    case 'failures':
+      return failuresSubcommand(rest, context);
+    case 'retry':
+      return retrySubcommand(rest, context);
     default:
       throw new UsageError(
-        `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}${didYouMean(subcommand, SUBCOMMANDS)}`}: start, status, pause, resume or cancel`,
+        `${subcommand === undefined ? 'a subcommand is required' : `unknown subcommand ${JSON.stringify(subcommand)}${didYouMean(subcommand, SUBCOMMANDS)}`}: start, preview, status, pause, resume, cancel, failures or retry`,
         { usage: campaignUsage },
       );
   }

@@ -26,7 +26,7 @@ const commands: Readonly<Record<string, { run: Command; usage: string; summary: 
   campaign: {
     run: campaignCommand,
     usage: campaignUsage,
-    summary: 'start, follow, pause, resume or cancel a newsletter campaign',
+    summary: 'preview, start, follow, pause, resume, cancel or retry a newsletter campaign',
   },
   failed: { run: failedCommand, usage: failedUsage, summary: 'list or retry failed (dead-letter) jobs' },
   stats: { run: statsCommand, usage: statsUsage, summary: 'job counts of the queue and its campaigns' },

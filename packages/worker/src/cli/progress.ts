@@ -48,11 +48,43 @@ export function progressLine(status: CampaignStatus): string {
 }
 
 /**
+ * The ETA of the status report, saying what it is based on: `17s` at the recent rate; at the
+ * average rate since the start when nothing was sent in the last 10 s; `waiting for retries; next in
+ * 12s` while the queue only holds batches waiting for a retry; `-- (scheduled)` before sendAt;
+ * `-- (paused)`; `--` when nothing tells.
+ */
+export function describeEta(status: CampaignStatus, now = Date.now()): string {
+  if (status.state === 'paused') return '-- (paused)';
+  if (status.state === 'cancelled') return '--';
+  const eta = formatSeconds(status.etaSeconds);
+  switch (status.etaBasis) {
+    case 'scheduled':
+      return '-- (scheduled)';
+    case 'average':
+      return `${eta} (at the average rate since the start: nothing sent in the last 10 s)`;
+    case 'retries': {
+      const next =
+        status.retryAt === undefined ? '' : `; next in ${formatSeconds((status.retryAt - now) / 1000)}`;
+      return status.etaSeconds === null
+        ? `-- (waiting for retries${next})`
+        : `${eta} (waiting for retries${next})`;
+    }
+    default:
+      return eta;
+  }
+}
+
+/** `2024-06-01T10:00:00.000Z`, or `--` for no time. */
+function isoTime(at: number | undefined): string {
+  return at ? new Date(at).toISOString() : '--';
+}
+
+/**
  * The multi-line report of `mailroom campaign status`, for `printLines`: each value is escaped
  * with {@link forTerminal} (a campaign name or an enqueue error is data), the line breaks are the
- * report's own.
+ * report's own. Times are ISO 8601 in UTC; `now` (epoch ms) for the retry wait.
  */
-export function statusReport(status: CampaignStatus): string {
+export function statusReport(status: CampaignStatus, now = Date.now()): string {
   const reasons = Object.entries(status.failedByReason)
     .filter(([, count]) => count > 0)
     .sort(([, a], [, b]) => b - a)
@@ -78,10 +110,20 @@ export function statusReport(status: CampaignStatus): string {
     ['suppressed', formatCount(status.suppressed)],
     ['remaining', formatCount(status.remaining)],
     ['rate', formatRate(status.rate)],
-    ['eta', formatSeconds(status.state === 'paused' ? null : status.etaSeconds)],
-    ['started', status.startedAt ? new Date(status.startedAt).toISOString() : '--'],
+    ['eta', describeEta(status, now)],
   ];
-  if (status.finishedAt !== undefined) rows.push(['cancelled at', new Date(status.finishedAt).toISOString()]);
+  if (status.sendAt !== undefined) rows.push(['scheduled', `for ${isoTime(status.sendAt)}`]);
+  rows.push(['started', isoTime(status.startedAt)]);
+  if (status.finishedAt !== undefined) {
+    const took =
+      status.startedAt && status.finishedAt >= status.startedAt
+        ? ` (took ${formatSeconds((status.finishedAt - status.startedAt) / 1000)})`
+        : '';
+    rows.push([
+      status.state === 'cancelled' ? 'cancelled at' : 'finished',
+      `${isoTime(status.finishedAt)}${took}`,
+    ]);
+  }
   if (status.enqueueError !== undefined)
     rows.push(['interrupted', `${status.enqueueError} (start it again to resume)`]);
   return rows.map(([label, value]) => `${label.padEnd(12)} ${forTerminal(value)}`).join('\n');

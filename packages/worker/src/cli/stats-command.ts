@@ -1,18 +1,22 @@
-/** `mailroom stats`: queue job counts and campaigns. */
+/** `mailroom stats`: queue job counts, live workers and campaigns. */
 import { MailError } from '@mailroom/core';
-import { redactRedisUrl } from '@mailroom/core/protocol';
+import { liveWorkers, redactRedisUrl } from '@mailroom/core/protocol';
 import { type CampaignStatus, campaignStatus, listCampaigns } from '@mailroom/producer';
 import { formatCount, printJson, readQueueEnvironment, withProducer } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
 import { type CliContext, EXIT, println, UsageError } from './io.js';
 import { formatRate, percentDone } from './progress.js';
 import { forTerminal } from './terminal.js';
+import { workerLines } from './workers.js';
 
 export const statsUsage = `Usage: mailroom stats [--queue name] [--json]
 
 Shows the queue at a glance: batch jobs waiting, active, delayed (retries, scheduled), prioritized,
-failed (dead letters) and completed (completed jobs are removed at once, so usually 0), and every
-campaign of the queue with its state and counts.
+failed (dead letters) and completed (completed jobs are removed at once, so usually 0), the live
+workers (host, pid, concurrency, version, up since, last seen: each worker announces itself every 5 s
+and is listed until 15 s after its last announcement), and every campaign of the queue with its
+state and counts. --json: {queue, prefix, jobs, workers: [{id, host, pid, queue, concurrency,
+version, startedAt, lastSeenAt, heartbeatInterval}], campaigns}.
 
 Flags:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
@@ -40,6 +44,7 @@ export async function statsCommand(argv: string[], context: CliContext): Promise
   return withProducer(context, { queue: values.queue }, async (producer) => {
     const counts = await producer.getQueue().getJobCounts(...JOB_STATES);
     const jobs = Object.fromEntries(JOB_STATES.map((state) => [state, counts[state] ?? 0]));
+    const workers = await liveWorkers(producer.redis, producer.keys);
     const campaigns: CampaignStatus[] = [];
     for (const id of await listCampaigns(producer)) {
       try {
@@ -50,7 +55,7 @@ export async function statsCommand(argv: string[], context: CliContext): Promise
       }
     }
     if (values.json) {
-      printJson(context, { queue: producer.queue, prefix: producer.prefix, jobs, campaigns });
+      printJson(context, { queue: producer.queue, prefix: producer.prefix, jobs, workers, campaigns });
       return EXIT.ok;
     }
     println(
@@ -61,6 +66,8 @@ export async function statsCommand(argv: string[], context: CliContext): Promise
       context.stdout,
       `jobs: ${JOB_STATES.map((state) => `${state} ${formatCount(jobs[state] ?? 0)}`).join(' · ')}`,
     );
+    // Escaped cell by cell (workerLines): the padding must measure what is printed.
+    for (const line of workerLines(workers)) println(context.stdout, line);
     if (campaigns.length === 0) {
       println(context.stdout, 'campaigns: none');
       return EXIT.ok;

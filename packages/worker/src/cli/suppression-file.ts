@@ -252,7 +252,7 @@ export function importSource(path: string): string {
 export const CSV_HEADER = 'address,reason,at,source';
 
 /** RFC 4180: a field with a comma, a quote or a line break goes in quotes, its quotes doubled. */
-function csvField(value: string): string {
+export function csvField(value: string): string {
   return /[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
 }
 

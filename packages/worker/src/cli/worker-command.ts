@@ -49,6 +49,9 @@ function describeBackend(): string {
   return `smtp(${settings.EMAIL_HOST}:${settings.EMAIL_PORT}${security}${auth})`;
 }
 
+/** How long the banner waits for the worker's first announcement on the queue, in ms. */
+const BANNER_WAIT = 1000;
+
 /** `mailroom worker`: runs until SIGTERM/SIGINT, then shuts down gracefully. */
 export async function workerCommand(argv: string[], context: CliContext): Promise<number> {
   const { values } = parseFlags(argv, flags, workerUsage);
@@ -121,6 +124,16 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
     signals.on('SIGTERM', () => stop('SIGTERM'));
     signals.on('SIGINT', () => stop('SIGINT'));
   });
+  // Whoever waits for the banner then finds the worker in `mailroom stats`; bounded, so that a Redis
+  // that is away does not hold the banner back.
+  let announcing: NodeJS.Timeout | undefined;
+  await Promise.race([
+    worker.heartbeat.first,
+    new Promise((resolve) => {
+      announcing = setTimeout(resolve, BANNER_WAIT);
+    }),
+  ]);
+  clearTimeout(announcing);
   const rate = rateLimit ? `${rateLimit.max}/${rateLimit.duration}ms` : 'none';
   println(
     context.stderr,
