@@ -1,8 +1,9 @@
 /** Before a campaign is sent: its placeholders checked against the columns, one recipient previewed, the whole list dry-run. */
 import { createHash } from 'node:crypto';
-import { EmailMessage, ValidationError } from '@mailroom/core';
+import { type EmailMessage, ValidationError } from '@mailroom/core';
 import { SuppressionList } from '@mailroom/core/protocol';
 import {
+  buildMessage,
   type CampaignOptions,
   type CampaignRecipient,
   type CompiledCampaign,
@@ -11,16 +12,10 @@ import {
   type InvalidRow,
   invalidRow,
   normalizeRecipient,
-  renderMessage,
 } from './campaign.js';
 import { producerDefaults } from './defaults.js';
-import {
-  campaignPlaceholders,
-  checkPlaceholders,
-  checkPlaceholderValues,
-  type PlaceholderUse,
-} from './placeholders.js';
-import { checkMessage, type Producer } from './producer.js';
+import { campaignPlaceholders, checkPlaceholders, type PlaceholderUse } from './placeholders.js';
+import type { Producer } from './producer.js';
 import type { TemplateVariables } from './template.js';
 
 export { checkPlaceholders, type EmptyValuePolicy, type PlaceholderUse } from './placeholders.js';
@@ -73,14 +68,7 @@ function renderer(options: CampaignMessageOptions, settings: CampaignCheckSettin
     placeholders: compiled ? campaignPlaceholders(options.template, options.unsubscribe) : [],
     checkColumns: (columns) => (compiled ? checkPlaceholders(options, columns) : []),
     render(item) {
-      const recipient = normalizeRecipient(item);
-      if (compiled && typeof item === 'object') checkPlaceholderValues(compiled.required, recipient);
-      const message = options.render
-        ? options.render(recipient)
-        : renderMessage(compiled as CompiledCampaign, options.template, recipient, maxMessageBytes);
-      if (!(message instanceof EmailMessage))
-        throw new ValidationError('render() must return an EmailMessage', { field: 'render' });
-      checkMessage(message, { maxMessageBytes });
+      const { message } = buildMessage(compiled, options, normalizeRecipient(item), item, maxMessageBytes);
       return { message, eml: message.message() };
     },
   };

@@ -527,6 +527,27 @@ export function normalizeRecipient(recipient: CampaignRecipient): { email: strin
   return { email: '' };
 }
 
+/**
+ * One recipient's message as the campaign sends it, checked as enqueue would check it: its empty
+ * placeholders (emptyValues 'error'; a bare address has no fields), the template rendered (or the
+ * caller's render()), then checkMessage. Throws what makes the recipient an invalid row.
+ */
+export function buildMessage(
+  compiled: CompiledCampaign | undefined,
+  options: Pick<CampaignOptions, 'template' | 'render'>,
+  recipient: { email: string } & TemplateVariables,
+  item: CampaignRecipient,
+  maxMessageBytes: number,
+): { message: EmailMessage; checked: CheckedMessage } {
+  if (compiled && typeof item === 'object') checkPlaceholderValues(compiled.required, recipient);
+  const message = options.render
+    ? options.render(recipient)
+    : renderMessage(compiled as CompiledCampaign, options.template, recipient, maxMessageBytes);
+  if (!(message instanceof EmailMessage))
+    throw new ValidationError('render() must return an EmailMessage', { field: 'render' });
+  return { message, checked: checkMessage(message, { maxMessageBytes }) };
+}
+
 /** Whether a placeholder reads a recipient column (not the address, not the signed link). */
 function isColumn({ placeholder }: { placeholder: string }): boolean {
   return placeholder !== 'email' && placeholder !== 'unsubscribe_url';
@@ -753,17 +774,10 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
       // message throws (a field over its cap, a RangeError deep in header encoding) makes it an
       // invalid row, named, and the next recipient goes on. A restart then finds it counted.
       try {
-        // A row with a blank for a placeholder (emptyValues 'error'); a bare address has no fields.
-        if (compiled && typeof item === 'object') checkPlaceholderValues(compiled.required, recipient);
-        const message = options.render
-          ? options.render(recipient)
-          : renderMessage(compiled as CompiledCampaign, options.template, recipient, maxMessageBytes);
-        if (!(message instanceof EmailMessage))
-          throw new ValidationError('render() must return an EmailMessage', { field: 'render' });
         // Every check enqueue makes (envelope, size cap), here: enqueue rejects a whole call for one
         // bad message, and one oversized personalisation must not stop the campaign. The checked
         // wire form is what gets enqueued: validated and serialized once.
-        messages.push(checkMessage(message, { maxMessageBytes }));
+        messages.push(buildMessage(compiled, options, recipient, item, maxMessageBytes).checked);
       } catch (error) {
         if (!isRecipientFault(error, options.render !== undefined)) throw error;
         invalidRows.push({ row: invalidRow(row, recipient.email, error), item });

@@ -90,3 +90,29 @@ export function jsonLogStream(stream: Writable): { write(line: string): void } {
     },
   };
 }
+
+/**
+ * Resolves at the first SIGTERM or SIGINT (from `context.signals`, else the process), logged; a second
+ * one exits the process at once with 1. For the long-running commands (worker, unsubscribe-server,
+ * dashboard): call it before printing the banner, so that whoever waits for the banner may signal.
+ */
+export function stopSignal(
+  context: CliContext,
+  logger: { info(fields: object, message: string): void; warn(fields: object, message: string): void },
+): Promise<void> {
+  const signals = context.signals ?? process;
+  return new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        process.exit(EXIT.failure);
+      }
+      stopping = true;
+      logger.info({ signal }, 'signal received');
+      resolve();
+    };
+    signals.on('SIGTERM', () => stop('SIGTERM'));
+    signals.on('SIGINT', () => stop('SIGINT'));
+  });
+}

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { startUnsubscribeServer, unsubscribeDefaults } from '../unsubscribe-server.js';
 import { portFlag, readQueueEnvironment } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
-import { type CliContext, EXIT, println, UsageError } from './io.js';
+import { type CliContext, EXIT, println, stopSignal, UsageError } from './io.js';
 import { chooseLogFormat, workerLogStream } from './log-stream.js';
 
 /** Port of the endpoint when --port is not given. */
@@ -69,22 +69,8 @@ export async function unsubscribeCommand(argv: string[], context: CliContext): P
     host,
     logger,
   });
-  const signals = context.signals ?? process;
   // Listening before the banner goes out: whoever waits for the banner may signal at once.
-  const stopped = new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) {
-        logger.warn({ signal }, 'second signal: exiting now');
-        process.exit(EXIT.failure);
-      }
-      stopping = true;
-      logger.info({ signal }, 'signal received');
-      resolve();
-    };
-    signals.on('SIGTERM', () => stop('SIGTERM'));
-    signals.on('SIGINT', () => stop('SIGINT'));
-  });
+  const stopped = stopSignal(context, logger);
   const shownHost = server.host.includes(':') ? `[${server.host}]` : server.host;
   println(
     context.stderr,

@@ -8,7 +8,7 @@ import { PrometheusMetrics } from '../metrics.js';
 import { createWorker } from '../worker.js';
 import { durationFlag, portFlag, positiveIntegerFlag, rateLimitFlag } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
-import { type CliContext, EXIT, println } from './io.js';
+import { type CliContext, EXIT, println, stopSignal } from './io.js';
 import { chooseLogFormat, workerLogStream } from './log-stream.js';
 
 export const workerUsage = `Usage: mailroom worker [flags]
@@ -108,22 +108,8 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
           live: () => true,
           ready: () => worker.isReady(),
         });
-  const signals = context.signals ?? process;
   // Listening before the banner goes out: whoever waits for the banner may signal at once.
-  const stopped = new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) {
-        logger.warn({ signal }, 'second signal: exiting now');
-        process.exit(EXIT.failure);
-      }
-      stopping = true;
-      logger.info({ signal }, 'signal received');
-      resolve();
-    };
-    signals.on('SIGTERM', () => stop('SIGTERM'));
-    signals.on('SIGINT', () => stop('SIGINT'));
-  });
+  const stopped = stopSignal(context, logger);
   // Whoever waits for the banner then finds the worker in `mailroom stats`; bounded, so that a Redis
   // that is away does not hold the banner back.
   let announcing: NodeJS.Timeout | undefined;
