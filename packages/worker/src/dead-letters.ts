@@ -189,7 +189,7 @@ export async function retryFailed(
       continue;
     }
     // Ledger first: once the job is back on the queue a worker may take it at once.
-    result.reopened += await ledger.reopenExhausted(id, campaignOf(job));
+    result.reopened += await ledger.reopenExhausted(id, campaignOf(job), messagesOf(job));
     const { entries } = await ledger.load(id);
     const toSend = messagesOf(job).filter((_, index) => !FINAL_STATES.has(entries.get(index)?.state ?? 't'));
     if (toSend.length === 0) {

@@ -99,12 +99,10 @@ export class Ledger {
    */
   private failureRecord(batch: BatchRef, index: number, entry: LedgerEntry): [string, string] {
     if (batch.campaign === undefined || (entry.state !== 'f' && entry.state !== 'x')) return ['', ''];
-    const wire = batch.messages?.[index] as { to?: unknown } | undefined;
-    // Campaign messages have exactly one recipient, in To.
-    const to = Array.isArray(wire?.to) ? wire.to[0] : undefined;
-    if (typeof to !== 'string') return ['', ''];
+    const wire = batch.messages?.[index];
+    const address = campaignRecipient(wire);
+    if (address === undefined) return ['', ''];
     try {
-      const address = normalizeSuppressedAddress(to);
       const refusal = entry.refused?.[0];
       const record = encodeFailedRecipient({
         reason: entry.reason ?? '',
@@ -177,23 +175,53 @@ export class Ledger {
    * every `x` entry (transient failures that ran out of attempts) back into `t`, resets the attempt
    * count to 0 so the retry gets the full attempts again, and, when the batch belongs to `campaign`,
    * takes each reopened message back out of the campaign's `failed` counter and failures-by-reason
-   * hash (the worker counts it again when it settles). `f`, `d` and `c` entries stay as they are, so
-   * a permanent failure or a delivered message is never sent again. Resolves with the number of
-   * messages reopened; 0 when the batch has no ledger.
+   * hash (the worker counts it again when it settles), and out of its failed-recipients hash, so that
+   * `campaign retry` does not send it a second time (`messages`: the job's messages, whose To address
+   * names the record). `f`, `d` and `c` entries stay as they are, so a permanent failure or a
+   * delivered message is never sent again. Resolves with the number of messages reopened; 0 when the
+   * batch has no ledger.
    */
-  async reopenExhausted(jobId: string, campaign?: string): Promise<number> {
+  async reopenExhausted(
+    jobId: string,
+    campaign?: string,
+    messages: readonly unknown[] = [],
+  ): Promise<number> {
     const id = campaign ?? '';
+    const addresses: string[] = [];
+    if (campaign !== undefined) {
+      messages.forEach((wire, index) => {
+        const address = campaignRecipient(wire);
+        if (address !== undefined) addresses.push(ledgerMessageField(index), address);
+      });
+    }
     return this.#redis.mailroomReopenExhausted(
       this.#keys.ledger(jobId),
       this.#keys.campaign(id),
       this.#keys.campaignFailures(id),
+      this.#keys.campaignFailedRecipients(id),
       id,
       String(this.#ttl),
+      ...addresses,
     );
   }
 
   /** Shortens the ledger's life once its batch completed. */
   async finish(jobId: string, ttl: number): Promise<void> {
     await this.#redis.pexpire(this.#keys.ledger(jobId), ttl);
+  }
+}
+
+/**
+ * The address a campaign message's failure record is kept under: its one To recipient (campaign
+ * messages have exactly one), normalised as the suppression list keys it; undefined when unreadable.
+ */
+function campaignRecipient(wire: unknown): string | undefined {
+  const to = (wire as { to?: unknown } | undefined)?.to;
+  const first = Array.isArray(to) ? to[0] : undefined;
+  if (typeof first !== 'string') return undefined;
+  try {
+    return normalizeSuppressedAddress(first);
+  } catch {
+    return undefined;
   }
 }

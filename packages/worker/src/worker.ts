@@ -147,6 +147,11 @@ function backendFactory(options: WorkerOptions, smtpTimeout: number | null): () 
     backendOptions = { ...backendOptions, timeout: smtpTimeout / 1000 };
     getConnection(chosen, backendOptions);
   }
+  // The DKIM key is read and checked once, here, at start-up: every connection signs with the same
+  // signer (a key file changed or gone later cannot fail a batch halfway).
+  if (probe instanceof SmtpBackend && backendOptions.dkim === undefined) {
+    backendOptions = { ...backendOptions, dkim: probe.dkimSigner };
+  }
   return () => getConnection(chosen, backendOptions);
 }
 

@@ -5,12 +5,24 @@
  * ConfigError that names the setting and never shows the key.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { ConfigError, configure, resetSettings, SmtpBackend, type SmtpBackendOptions } from '@mailroom/core';
+import {
+  ConfigError,
+  configure,
+  EmailMessage,
+  resetSettings,
+  SmtpBackend,
+  type SmtpBackendOptions,
+} from '@mailroom/core';
+import { createProducer } from '@mailroom/producer';
 import { createWorker, type WorkerOptions } from '@mailroom/worker';
 import { pino } from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { REDIS_URL, removeQueueKeys, testRedis, uniqueQueue } from '../../../test/support/redis.js';
+import { startSmtpServer } from '../../../test/support/smtp-server.js';
 
 const DKIM_NAMES = ['EMAIL_DKIM_DOMAIN', 'EMAIL_DKIM_SELECTOR', 'EMAIL_DKIM_PRIVATE_KEY'] as const;
 
@@ -110,5 +122,44 @@ describe('a worker with DKIM', () => {
     startWorker({ backend: RecordingSmtpBackend });
     expect(signers.length).toBeGreaterThan(0);
     expect(signers.every((name) => name === 's1._domainkey.example.com')).toBe(true);
+  });
+
+  it('reads the key once at start-up: a key file gone later does not stop its connections signing', async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'mailroom-dkim-'));
+    cleanups.push(() => rm(directory, { recursive: true, force: true }));
+    const keyFile = join(directory, 'dkim.pem');
+    await writeFile(keyFile, pem);
+    configure({
+      EMAIL_DKIM_DOMAIN: 'example.com',
+      EMAIL_DKIM_SELECTOR: 's1',
+      EMAIL_DKIM_PRIVATE_KEY: keyFile,
+    });
+    const server = await startSmtpServer();
+    cleanups.push(() => server.close());
+    const queue = uniqueQueue('dkim-once');
+    const worker = createWorker({
+      redis: REDIS_URL,
+      queue,
+      backend: 'smtp',
+      backendOptions: { host: server.host, port: server.port },
+      logger: pino({ level: 'silent' }),
+    });
+    const producer = createProducer({ redis: REDIS_URL, queue, logger: pino({ level: 'silent' }) });
+    cleanups.push(async () => {
+      await producer.close();
+      await worker.close();
+      const redis = testRedis();
+      await removeQueueKeys(redis, queue);
+      await redis.quit();
+    });
+    // Gone before the first connection opens: only the signer built at start-up can sign.
+    await rm(keyFile);
+    await producer.enqueue(new EmailMessage('Hi', 'Body', 'news@example.com', ['reader@example.com']));
+    const [received] = await server.waitForMessages(1, 20_000);
+    const raw = received?.raw.toString('latin1') ?? '';
+    expect(raw).toMatch(/^DKIM-Signature: /);
+    const signature = raw.slice(0, raw.indexOf('\r\n', raw.indexOf('b=')));
+    expect(signature).toMatch(/\bd=example\.com;/);
+    expect(signature).toMatch(/\bs=s1;/);
   });
 });

@@ -68,9 +68,10 @@ export interface SmtpBackendOptions extends BackendOptions {
   /**
    * mailroom extension: DKIM-sign every message sent with this domain, selector and RSA key. Default:
    * the EMAIL_DKIM_* settings (no signing when they are unset); null: never sign. A bad key is a
-   * ConfigError from the constructor.
+   * ConfigError from the constructor. A DkimSigner (another backend's `dkimSigner`) is used as it is:
+   * the key is then not read and checked again for every connection.
    */
-  dkim?: DkimOptions | null;
+  dkim?: DkimOptions | DkimSigner | null;
 }
 
 /**
@@ -132,7 +133,7 @@ export class SmtpBackend extends BaseEmailBackend {
     }
     // The key is read and checked here, so that a worker refuses to start with a bad one.
     const dkim = options.dkim === undefined ? dkimSettings() : options.dkim;
-    this.dkimSigner = dkim ? createDkimSigner(dkim) : null;
+    this.dkimSigner = !dkim ? null : 'sign' in dkim ? dkim : createDkimSigner(dkim);
   }
 
   /** The live SMTP session, or null when closed. */

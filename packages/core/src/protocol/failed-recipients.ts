@@ -81,7 +81,9 @@ export const CLAIM_FIXED_ARGS = 4;
  * or after `before` (a new one, for the next retry), a permanent one when only transient ones are
  * wanted, an address on the suppression list, and one whose ledger entry is being sent again
  * (reopened by `mailroom failed retry`: state `t`). A record whose ledger entry says delivered or
- * cancelled (a dead-letter retry got there first) is stale: it is dropped.
+ * cancelled (a dead-letter retry got there first) is stale: it is dropped. A claimed message's old
+ * ledger entry, if still exhausted (`x`), becomes permanent (`f`), so that `mailroom failed retry`
+ * cannot reopen it after this retry took it.
  *
  * KEYS: failed recipients hash, retrying hash, campaign hash, failures-by-reason hash, suppression
  * hash. Returns {suppressed, in flight, stale, then address and record of each claim}.
@@ -108,6 +110,11 @@ for i = ${CLAIM_FIXED_ARGS + 1}, #ARGV, 3 do
     elseif redis.call('HEXISTS', KEYS[5], address) == 1 then
       suppressed = suppressed + 1
     else
+      -- The old batch's entry becomes permanent: \`mailroom failed retry\` (REOPEN_EXHAUSTED) reopens
+      -- only exhausted ones, so it can no longer send this message a second time.
+      if letter == '${STATE.exhausted}' then
+        redis.call('HSET', ledger, field, '${STATE.permanent}' .. string.sub(entry, 2))
+      end
       redis.call('HDEL', KEYS[1], address)
       redis.call('HSET', KEYS[2], address, claim .. '|' .. now .. '|' .. raw)
       local reason = type(record.reason) == 'string' and record.reason or ''

@@ -91,12 +91,19 @@ return status()
  * its other fields (accepted, pending recipients, last reason): a retry resumes where the batch
  * stopped. Returns the number of messages reopened.
  *
- * KEYS: ledger, campaign hash, campaign failures hash. ARGV: campaign ('' when none), ttl ms.
+ * A reopened campaign message also leaves the campaign's failed-recipients hash: it is being sent
+ * again, so `campaign retry` must not send it a second time (ARGV after the first two: pairs of
+ * ledger field and the address its failure record is kept under).
+ *
+ * KEYS: ledger, campaign hash, campaign failures hash, campaign failed-recipients hash. ARGV:
+ * campaign ('' when none), ttl ms, then pairs of (message field, recipient address).
  */
 export const REOPEN_EXHAUSTED = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local raw = redis.call('HGETALL', KEYS[1])
 local counted = ARGV[1] ~= '' and redis.call('EXISTS', KEYS[2]) == 1
+local addresses = {}
+for i = 3, #ARGV, 2 do addresses[ARGV[i]] = ARGV[i + 1] end
 local reopened = 0
 for i = 1, #raw, 2 do
   local field, value = raw[i], raw[i + 1]
@@ -112,6 +119,7 @@ for i = 1, #raw, 2 do
       redis.call('HINCRBY', KEYS[2], '${FIELD.failed}', -1)
       if redis.call('HINCRBY', KEYS[3], reason, -1) <= 0 then redis.call('HDEL', KEYS[3], reason) end
     end
+    if addresses[field] then redis.call('HDEL', KEYS[4], addresses[field]) end
   end
 end
 redis.call('HSET', KEYS[1], '${LEDGER_ATTEMPT_FIELD}', '0')

@@ -38,7 +38,7 @@ const SCRIPTS: Record<keyof MailroomCommands, { numberOfKeys: number; lua: strin
   mailroomTransition: { numberOfKeys: 1, lua: TRANSITION },
   mailroomRecord: { numberOfKeys: 6, lua: RECORD },
   mailroomCheck: { numberOfKeys: 6, lua: CHECK },
-  mailroomReopenExhausted: { numberOfKeys: 3, lua: REOPEN_EXHAUSTED },
+  mailroomReopenExhausted: { numberOfKeys: 4, lua: REOPEN_EXHAUSTED },
   mailroomClaimRetry: { numberOfKeys: 5, lua: CLAIM_RETRY },
   mailroomEnsureEpoch: { numberOfKeys: 1, lua: ENSURE_EPOCH },
   mailroomRecordLoss: { numberOfKeys: 1, lua: RECORD_LOSS },
