@@ -154,3 +154,23 @@ describe('one-click unsubscribe, end to end', () => {
     expect(delivered(server)).toEqual(['ann@example.com', 'cat@example.com']);
   });
 });
+
+describe('a recipient suppressed after its message was queued', () => {
+  it('is not sent: the worker checks the list per campaign batch and counts it cancelled', async () => {
+    const { producer, server, suppression } = await rig();
+    const list = ['ann@example.com', 'bob@example.com', 'cat@example.com'];
+    // Scheduled a little ahead, so that the messages wait in the queue as a long campaign's would.
+    const handle = await startCampaign(producer, {
+      id: 'late',
+      template: { ...template, text: 'Hello {{ email }}' },
+      recipients: list,
+      sendAt: Date.now() + 1500,
+    });
+    expect(await handle.enqueued).toMatchObject({ queued: 3, suppressed: 0 });
+    await suppression.add({ address: 'Bob@Example.com', reason: 'unsubscribe', source: 'test' });
+    await waitUntil(async () => (await campaignStatus(producer, 'late')).state === 'completed', 'late done');
+    expect(delivered(server)).toEqual(['ann@example.com', 'cat@example.com']);
+    expect(await campaignStatus(producer, 'late')).toMatchObject({ total: 3, sent: 2, cancelled: 1 });
+  });
+});
+

@@ -210,7 +210,7 @@ export async function dryRunCampaign(
     }
     summary.recipients++;
     const recipient = normalizeRecipient(item);
-    // 8 bytes of SHA-1 per address, not the address: a million recipients stay a few MB.
+    // 8 bytes of SHA-1 per address, not the address: a million recipients take about 45 MB.
     const key = createHash('sha1').update(recipient.email.toLowerCase()).digest().toString('latin1', 0, 8);
     if (seen.has(key)) {
       summary.duplicates++;

@@ -119,7 +119,7 @@ export interface CampaignOptions {
   emptyValues?: EmptyValuePolicy;
   /**
    * When the messages may be sent (Date or epoch ms): every batch is enqueued delayed until then, and
-   * status shows it. Backpressure still holds: past maxPending messages, reading waits until the
+   * status shows it. Starting the id again without it (a resume) keeps the time first given. Backpressure still holds: past maxPending messages, reading waits until the
    * workers send (so from sendAt on). Default: at once.
    */
   sendAt?: Date | number;
@@ -655,7 +655,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   const id = checkId(options.id ?? randomUUID());
   const compiled = options.render ? undefined : compileCampaign(options, producer.queue, id);
   if (compiled) checkTemplate(compiled, options.template, producer.options.maxMessageBytes);
-  const sendAt = sendAtOf(options.sendAt);
+  let sendAt = sendAtOf(options.sendAt);
   // A placeholder no column fills (`{{ nmae }}`, `{{ name }}` for a column `Name`) would give every
   // recipient a blank: refused before anything is written. The columns are the first recipient's
   // keys unless given; only a template with placeholders beyond {{ email }} needs to look.
@@ -676,6 +676,11 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   await producer.ready();
   // A "resume" of a record Redis lost would resend to everyone already delivered (campaign-loss.ts).
   await guardCampaignStart(producer, id, { startOver: options.startOver === true, name: options.name ?? id });
+  // A resumed scheduled campaign keeps its time (past by now, perhaps: then at once), unless given anew.
+  if (sendAt === undefined) {
+    const stored = await redis.hget(keys.campaign(id), FIELD.sendAt);
+    if (stored !== null && Number.isFinite(Number(stored))) sendAt = Number(stored);
+  }
   const now = Date.now();
   await redis
     .multi()

@@ -184,3 +184,17 @@ describe('enqueue with skipSuppressed', () => {
     expect(result.suppressed).toBeUndefined();
   });
 });
+
+describe('a scheduled campaign started again', () => {
+  it('keeps the time first given when the resume does not give one', async () => {
+    const { producer } = await setup();
+    const sendAt = Date.now() + 60_000;
+    await runCampaign(producer, { id: 'later', recipients: ['a@example.com'], sendAt });
+    await runCampaign(producer, { id: 'later', recipients: ['a@example.com', 'b@example.com'] });
+    const delayed = await producer.getQueue().getJobs(['delayed']);
+    expect(delayed).toHaveLength(2);
+    for (const job of delayed)
+      expect(job.timestamp + (job.opts.delay ?? 0)).toBeGreaterThanOrEqual(sendAt - 1000);
+    expect((await campaignStatus(producer, 'later')).sendAt).toBe(sendAt);
+  });
+});

@@ -130,7 +130,7 @@ export class PrometheusMetrics implements WorkerMetrics {
     });
     this.queueMessages = new Gauge({
       name: 'mailroom_queue_messages',
-      help: 'Messages in the batch jobs of the queue by state, read at scrape time (exact up to 200 batches per state, estimated past it).',
+      help: 'Messages in the batch jobs of the queue by state, read at scrape time (exact up to 8 batches per state, estimated from their average past it).',
       labelNames: ['queue', 'state'],
       registers,
       async collect() {

@@ -15,6 +15,7 @@ import {
   type BatchJobData,
   CAMPAIGN_STATES,
   createRedis,
+  type LedgerEntry,
   queueKeys,
   type RedisInput,
   SuppressionList,
@@ -31,9 +32,9 @@ import { startDataLossMonitor } from './data-loss.js';
 import { type BatchCounts, decideBatch } from './decide.js';
 import { type DecodedBatch, decodeJob } from './decode-job.js';
 import { workerDefaults } from './defaults.js';
-import { deliverBatch, type StopReason } from './deliver-batch.js';
+import { deliverBatch, type PendingMessage, type StopReason } from './deliver-batch.js';
 import { type Heartbeat, startHeartbeat } from './heartbeat.js';
-import { Ledger } from './ledger.js';
+import { type BatchRef, Ledger } from './ledger.js';
 import { LogThrottle } from './log-throttle.js';
 import { PrometheusMetrics, type WorkerMetrics } from './metrics.js';
 import { readQueueBacklog } from './queue-gauges.js';
@@ -225,7 +226,8 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   const ledger = new Ledger(redis, keys, workerDefaults.ledgerTtl);
   const rateLimiter = rateLimit ? new RateLimiter(redis, keys.rate, rateLimit) : undefined;
   // The same client as the ledger's: a batch's hard bounces reach Redis ahead of its ledger write.
-  const autoSuppress = new AutoSuppress(new SuppressionList(redis, keys), logger, metrics);
+  const suppression = new SuppressionList(redis, keys);
+  const autoSuppress = new AutoSuppress(suppression, logger, metrics);
   // Notices Redis losing its data, and warns at start-up when Redis is set up to lose it.
   const dataLoss = startDataLossMonitor(redis, keys, { queue, logger });
   const shutdown = new AbortController();
@@ -261,6 +263,32 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   });
 
   /**
+   * A campaign batch's messages whose recipient went on the suppression list after they were queued
+   * (an unsubscribe while they waited, a scheduled campaign, a retry): recorded as cancelled, never
+   * sent; returns the others. One HMGET per campaign batch. Campaign messages have one recipient.
+   */
+  async function dropSuppressed(
+    batch: BatchRef,
+    pending: PendingMessage[],
+    entries: Map<number, LedgerEntry>,
+  ): Promise<PendingMessage[]> {
+    const found = await suppression.lookup(pending.map(({ message }) => message.recipients()[0] ?? ''));
+    const dropped = pending.filter((_, index) => found[index] !== undefined);
+    if (dropped.length === 0) return pending;
+    const cancelled: [number, LedgerEntry][] = dropped.map(({ index }) => [
+      index,
+      { state: 'c', reason: 'cancelled', detail: 'suppressed after it was queued' },
+    ]);
+    await ledger.recordMany(batch, cancelled);
+    for (const [index, entry] of cancelled) entries.set(index, entry);
+    logger.info(
+      { jobId: batch.jobId, campaign: batch.campaign, messages: dropped.length },
+      'suppressed recipients skipped',
+    );
+    return pending.filter((_, index) => found[index] === undefined);
+  }
+
+  /**
    * One batch, as steps: decode the job, deliver what is pending over one connection, decide what
    * happens to the job, carry that out. Each step lives in its own module.
    */
@@ -283,16 +311,20 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
       let { campaignState } = batch.campaign
         ? await ledger.check({ ...batch, token: undefined })
         : { campaignState: '' };
+      let pending = decoded.pending;
+      if (batch.campaign && pending.length > 0 && campaignState === CAMPAIGN_STATES.running) {
+        pending = await dropSuppressed(batch, pending, entries);
+      }
       let stopped: StopReason | undefined;
       let connectionError: Error | undefined;
       if (
-        decoded.pending.length > 0 &&
+        pending.length > 0 &&
         campaignState !== CAMPAIGN_STATES.paused &&
         campaignState !== CAMPAIGN_STATES.cancelled
       ) {
         const result = await deliverBatch({
           batch,
-          messages: decoded.pending,
+          messages: pending,
           backend: connections.acquire(),
           release: (backend, sent) => connections.release(backend, sent),
           ledger,

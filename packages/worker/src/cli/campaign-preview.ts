@@ -471,15 +471,16 @@ function shellWord(word: string): string {
 }
 
 /**
- * The command that resumes an interrupted `campaign start`: the same flags with `--id ID` (and
- * without `--start-over`, which a campaign that exists refuses).
+ * The command that resumes an interrupted `campaign start`: the same flags with `--id ID`, without
+ * `--start-over` (a campaign that exists refuses it) and without `--send-at` (the campaign keeps the
+ * time first given; given again, a time now past would be refused, a duration would move it).
  */
 export function resumeCommand(argv: readonly string[], id: string): string {
   const kept: string[] = [];
   for (let index = 0; index < argv.length; index++) {
     const word = argv[index] as string;
-    if (word === '--id') index++;
-    else if (word.startsWith('--id=') || word === '--start-over') continue;
+    if (word === '--id' || word === '--send-at') index++;
+    else if (word.startsWith('--id=') || word.startsWith('--send-at=') || word === '--start-over') continue;
     else kept.push(word);
   }
   return ['mailroom', 'campaign', 'start', '--id', id, ...kept].map(shellWord).join(' ');
