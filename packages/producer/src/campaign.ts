@@ -736,6 +736,35 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
     }
   }
 
+  /**
+   * Positions (in `fresh`) of the chunk's suppressed recipients. Decided once per chunk and kept: a
+   * chunk read again after its batches were enqueued but before it was counted (a crash) must skip
+   * the same recipients, or its counts would not match what was enqueued (sent above total, or a
+   * recipient counted queued that never was).
+   */
+  async function suppressedInChunk(chunkKey: string, fresh: readonly Candidate[]): Promise<Set<number>> {
+    const key = keys.campaignChunkSuppressed(id);
+    const earlier = await redis.hget(key, chunkKey);
+    if (earlier !== null) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(earlier);
+      } catch {
+        parsed = undefined; // damaged: decided again
+      }
+      const positions = z.array(z.number().int().nonnegative()).safeParse(parsed);
+      if (positions.success) return new Set(positions.data);
+    }
+    const records = await suppression.lookup(fresh.map((candidate) => candidate.recipient.email));
+    const positions = records.flatMap((record, index) => (record === undefined ? [] : [index]));
+    await redis
+      .multi()
+      .hset(key, chunkKey, JSON.stringify(positions))
+      .pexpire(key, protocolDefaults.campaignTtl)
+      .exec();
+    return new Set(positions);
+  }
+
   /** `firstRow`: the 1-based position of `raw[0]` in the recipients. */
   async function enqueueChunk(raw: CampaignRecipient[], ordinal: number, firstRow: number): Promise<void> {
     // Within the chunk first, then against everything seen before (Redis).
@@ -767,9 +796,8 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
     });
     // Suppressed addresses (bounced, unsubscribed...) are marked seen with the others, counted apart
     // and never rendered.
-    const suppressedRecords =
-      fresh.length > 0 ? await suppression.lookup(fresh.map((c) => c.recipient.email)) : [];
-    const toSend = fresh.filter((_, index) => suppressedRecords[index] === undefined);
+    const skipped = fresh.length > 0 ? await suppressedInChunk(chunkKey, fresh) : new Set<number>();
+    const toSend = fresh.filter((_, index) => !skipped.has(index));
     const suppressed = fresh.length - toSend.length;
     const messages: CheckedMessage[] = [];
     const invalidRows: { row: InvalidRow; item: CampaignRecipient }[] = [];

@@ -198,3 +198,25 @@ describe('a scheduled campaign started again', () => {
     expect((await campaignStatus(producer, 'later')).sendAt).toBe(sendAt);
   });
 });
+
+describe('a chunk read again after a crash', () => {
+  it('skips the recipients it skipped the first time, whatever the list says by then', async () => {
+    const { producer, suppression } = await setup();
+    await suppression.add({ address: 'gone@example.com', reason: 'manual' });
+    const recipients = ['a@example.com', 'gone@example.com', 'b@example.com'];
+    await runCampaign(producer, { id: 'crash', recipients });
+    const jobs = await producer.getQueue().getJobCountByTypes('waiting');
+    // As if the process died after enqueueing the chunk, before counting it: the chunk is not counted.
+    const keys = producer.keys;
+    const seen = await producer.redis.keys(`${keys.campaignSeen('crash')}:*`);
+    await producer.redis.del(keys.campaignChunks('crash'), ...seen);
+    await producer.redis.hdel(keys.campaign('crash'), 'total', 'queued', 'suppressed', 'duplicates');
+    // Meanwhile `gone` was taken off the list: its message was never enqueued, and counting it queued
+    // would leave the campaign waiting for it forever.
+    await suppression.remove('gone@example.com');
+    await runCampaign(producer, { id: 'crash', recipients });
+    // Counted as enqueued the first time: a and b queued, gone suppressed; nothing enqueued again.
+    expect(await campaignStatus(producer, 'crash')).toMatchObject({ total: 2, queued: 2, suppressed: 1 });
+    expect(await producer.getQueue().getJobCountByTypes('waiting')).toBe(jobs);
+  });
+});

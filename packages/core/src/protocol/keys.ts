@@ -34,6 +34,12 @@ export interface QueueKeys {
   campaignSeen(id: string): string;
   /** Set of the chunk keys a campaign has counted, so a chunk read again is not counted twice. */
   campaignChunks(id: string): string;
+  /**
+   * Which recipients of each chunk were skipped as suppressed (hash: chunk key → JSON list of
+   * positions in the chunk's new recipients), decided once: a chunk read again after a crash is built
+   * from the same recipients as the batches already enqueued for it, whatever the list says by then.
+   */
+  campaignChunkSuppressed(id: string): string;
   /** Failure reasons of a campaign (hash reason → count). */
   campaignFailures(id: string): string;
   /** The first invalid recipients of a campaign with their reasons (list of JSON records). */
@@ -82,6 +88,7 @@ export function queueKeys(prefix: string, queue: string): QueueKeys {
     campaignRate: (id) => `${base}:campaign:${id}:rate`,
     campaignSeen: (id) => `${base}:campaign:${id}:seen`,
     campaignChunks: (id) => `${base}:campaign:${id}:chunks`,
+    campaignChunkSuppressed: (id) => `${base}:campaign:${id}:chunk-suppressed`,
     campaignFailures: (id) => `${base}:campaign:${id}:failures`,
     campaignInvalid: (id) => `${base}:campaign:${id}:invalid`,
     campaignFailedRecipients: (id) => `${base}:campaign:${id}:failed`,
