@@ -16,6 +16,7 @@ const processFiles = [
   'test/redis-data-loss.test.ts',
   'test/worker-shutdown.test.ts',
   'test/worker-logs.test.ts',
+  'test/dashboard-browser.test.ts',
 ];
 
 export default defineConfig({

@@ -21,6 +21,12 @@ export {
 } from './config.js';
 export { ConnectionPool, type ConnectionPoolOptions } from './connection-pool.js';
 export {
+  type Dashboard,
+  type DashboardOptions,
+  dashboardDefaults,
+  startDashboard,
+} from './dashboard/server.js';
+export {
   type FailedJob,
   type FailedJobList,
   type FailedMessage,

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { coerceError } from '@mailroom/core';
 import { campaignCommand, campaignUsage } from './campaign-command.js';
+import { dashboardCommand, dashboardUsage } from './dashboard-command.js';
 import { enqueueCommand, enqueueUsage } from './enqueue-command.js';
 import { failedCommand, failedUsage } from './failed-command.js';
 import { type CliContext, EXIT, exitCodeFor, printLines, println, UsageError } from './io.js';
@@ -39,6 +40,11 @@ const commands: Readonly<Record<string, { run: Command; usage: string; summary: 
     run: unsubscribeCommand,
     usage: unsubscribeUsage,
     summary: 'serve one-click unsubscribe links (until SIGTERM/SIGINT)',
+  },
+  dashboard: {
+    run: dashboardCommand,
+    usage: dashboardUsage,
+    summary: 'serve the web dashboard for operators (until SIGTERM/SIGINT)',
   },
 };
 
