@@ -1,5 +1,5 @@
 /** The worker's HTTP endpoint: /metrics, /healthz and /readyz. */
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
 /** What the HTTP endpoint asks the worker. */
@@ -58,4 +58,23 @@ export async function startMetricsServer(
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * An HTTP server for `handler` listening on `host:port` (0 picks a free port), with Node's own limits
+ * under the handler's: headers within 10 s, the whole request within 30 s. Rejects with the listen
+ * error (EADDRINUSE...). For the public-facing servers (unsubscribe endpoint, dashboard).
+ */
+export async function listenHttp(handler: RequestListener, port: number, host: string): Promise<Server> {
+  const server = createServer(handler);
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
 }

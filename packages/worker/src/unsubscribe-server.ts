@@ -3,7 +3,7 @@
  * around it (`mailroom unsubscribe-server`). `POST /unsubscribe/<token>` puts the token's address on
  * the queue's suppression list; `GET` shows a confirmation page and never writes anything.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { ConfigError, coerceError, ValidationError } from '@mailroom/core';
 import {
   createRedis,
@@ -20,6 +20,7 @@ import {
 import { escapeHtml } from '@mailroom/producer';
 import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
+import { listenHttp } from './http.js';
 
 /** The defaults of the endpoint. */
 export const unsubscribeDefaults = {
@@ -250,18 +251,7 @@ export async function startUnsubscribeServer(options: UnsubscribeServerOptions):
   try {
     if (redis.status === 'wait') redis.connect().catch(() => {});
     await waitForRedis(redis, describeRedis(options.redis), connectTimeout, () => lastError);
-    const handler = createUnsubscribeHandler({ ...options, redis, logger });
-    server = createServer(handler);
-    // Node's own limits, beneath the handler's: headers within 10 s, the whole request within 30 s.
-    server.headersTimeout = 10 * SECOND;
-    server.requestTimeout = 30 * SECOND;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    server = await listenHttp(createUnsubscribeHandler({ ...options, redis, logger }), options.port, host);
   } catch (error) {
     await releaseRedis();
     throw error;

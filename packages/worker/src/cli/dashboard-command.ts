@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { dashboardDefaults, startDashboard } from '../dashboard/server.js';
 import { portFlag, readQueueEnvironment } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
-import { type CliContext, EXIT, println, UsageError } from './io.js';
+import { type CliContext, EXIT, println, stopSignal, UsageError } from './io.js';
 import { chooseLogFormat, workerLogStream } from './log-stream.js';
 
 /** Port of the dashboard when --port is not given: next to the unsubscribe endpoint's 8090, never the same. */
@@ -76,22 +76,8 @@ export async function dashboardCommand(argv: string[], context: CliContext): Pro
     noAuth: values['no-auth'] === true,
     logger,
   });
-  const signals = context.signals ?? process;
   // Listening before the banner goes out: whoever waits for the banner may signal at once.
-  const stopped = new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) {
-        logger.warn({ signal }, 'second signal: exiting now');
-        process.exit(EXIT.failure);
-      }
-      stopping = true;
-      logger.info({ signal }, 'signal received');
-      resolve();
-    };
-    signals.on('SIGTERM', () => stop('SIGTERM'));
-    signals.on('SIGINT', () => stop('SIGINT'));
-  });
+  const stopped = stopSignal(context, logger);
   // One line, the URL and never a credential.
   println(
     context.stderr,

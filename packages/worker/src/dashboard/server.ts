@@ -4,7 +4,7 @@
  * Secure by default: it will not start without credentials unless bound to loopback with `noAuth`,
  * and every change is a POST with a CSRF token bound to the session.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { coerceError, MailError, ValidationError } from '@mailroom/core';
 import { type RedisInput, SECOND, SUPPRESSION_REASONS, SuppressionList } from '@mailroom/core/protocol';
 import {
@@ -18,6 +18,7 @@ import {
 } from '@mailroom/producer';
 import { type Logger, pino } from 'pino';
 import { listFailed, retryFailed } from '../dead-letters.js';
+import { listenHttp } from '../http.js';
 import {
   basicCredentials,
   bearerToken,
@@ -195,18 +196,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   let server: Server;
   try {
     await producer.ready();
-    const handler = createDashboardHandler(producer, credentials, logger);
-    server = createServer(handler);
-    // Node's own limits, beneath the handler's: headers within 10 s, the whole request within 30 s.
-    server.headersTimeout = 10 * SECOND;
-    server.requestTimeout = 30 * SECOND;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    server = await listenHttp(createDashboardHandler(producer, credentials, logger), options.port, host);
   } catch (error) {
     await producer.close();
     throw error;
