@@ -4,6 +4,7 @@
  * changes nothing for them), does what its forms say for a logged-in operator, and never shows a
  * message body or its own token. (In a real browser: dashboard-browser.test.ts.)
  */
+import { request as httpRequest } from 'node:http';
 import { ConfigError, EmailMultiAlternatives } from '@mailroom/core';
 import { queueKeys, SuppressionList } from '@mailroom/core/protocol';
 import { campaignStatus, type Producer, startCampaign } from '@mailroom/producer';
@@ -791,5 +792,90 @@ describe('mailroom dashboard', { timeout: CLI_TEST_TIMEOUT }, () => {
     server.kill('SIGTERM');
     expect((await server.exited).code).toBe(0);
     expect(server.stdout()).not.toContain(TOKEN);
+  });
+});
+
+/** A raw HTTP request (fetch cannot set Host, nor send a `//` target as it is). */
+function rawRequest(
+  port: number,
+  path: string,
+  headers: Record<string, string>,
+  method = 'GET',
+  body = '',
+): Promise<{ status: number; location: string | undefined; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ host: '127.0.0.1', port, path, method, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () =>
+        resolve({
+          status: response.statusCode ?? 0,
+          location: response.headers.location,
+          text: Buffer.concat(chunks).toString('utf8'),
+        }),
+      );
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+describe('review findings', () => {
+  it('answers a dashboard without credentials only under a loopback name (DNS rebinding)', async () => {
+    const queue = freshQueue(harness, 'dash-rebind');
+    const client = await open({ queue, noAuth: true, host: '127.0.0.1' });
+    const port = client.dashboard.port;
+    const list = new SuppressionList(harness.redis, queueKeys(PREFIX, queue));
+    const evil = `evil.example:${port}`;
+    const page = await rawRequest(port, '/suppression', { host: evil });
+    expect(page.status).toBe(421);
+    expect(page.text).not.toContain('csrf');
+    const post = await rawRequest(
+      port,
+      '/suppression/add',
+      { host: evil, origin: `http://${evil}`, 'content-type': 'application/x-www-form-urlencoded' },
+      'POST',
+      'address=x%40example.com&reason=manual',
+    );
+    expect(post.status).toBe(421);
+    expect(await list.count()).toBe(0);
+    for (const host of [`localhost:${port}`, `127.0.0.1:${port}`]) {
+      expect((await rawRequest(port, '/suppression', { host })).status).toBe(200);
+    }
+  });
+
+  it('serves no page at a `//host` path and never redirects to one', async () => {
+    const client = await tokenDashboard('dash-redirect');
+    const cookie = await login(client);
+    const host = `127.0.0.1:${client.dashboard.port}`;
+    expect(
+      (await rawRequest(client.dashboard.port, '//evil.example/suppression', { host, cookie })).status,
+    ).toBe(404);
+    const { csrf } = await pageWithCsrf(client, cookie, '/suppression');
+    const added = await client.call('/suppression/add', {
+      form: { address: 'x@example.com', reason: 'manual', csrf },
+      headers: { cookie, referer: `http://${host}//evil.example/suppression` },
+    });
+    expect(added.status).toBe(303);
+    expect(added.headers.get('location')).toBe('/suppression');
+  });
+
+  it('refuses a job board page of more than 100 jobs (it would read them all)', async () => {
+    const client = await tokenDashboard('dash-board-page');
+    const cookie = await login(client);
+    const queue = encodeURIComponent(client.queue);
+    const big = await client.call(
+      `/jobs/api/queues?activeQueue=${queue}&status=waiting&jobsPerPage=1000000`,
+      {
+        headers: { cookie },
+      },
+    );
+    expect(big.status).toBe(400);
+    const fine = await client.call(`/jobs/api/queues?activeQueue=${queue}&status=waiting&jobsPerPage=50`, {
+      headers: { cookie },
+    });
+    expect(fine.status).toBe(200);
+    const bad = await client.call('/jobs/queue/%E0', { headers: { cookie } });
+    expect(bad.status).toBeGreaterThanOrEqual(400);
   });
 });

@@ -35,10 +35,14 @@ export type JobsBoardHandler = (
   notFound: () => void,
 ) => void;
 
+/** The most jobs one bull-board page may list (its own default is 10). */
+const MAX_JOBS_PER_PAGE = 100;
+
 /**
  * The board over `queue`. Read-only (no retry, clean, pause, add, remove: bull-board refuses them),
  * and the dashboard only lets GET and HEAD through to it besides. Its express app is called with
- * the `/jobs` prefix taken off the URL, as express's own mounting does.
+ * the `/jobs` prefix taken off the URL, as express's own mounting does. A page of more than 100 jobs
+ * is refused (400): bull-board would read them all, payloads included.
  */
 export function createJobsBoard(queue: Queue): JobsBoardHandler {
   const adapter = new BullMQAdapter(queue, { readOnlyMode: true, allowRetries: false });
@@ -49,7 +53,8 @@ export function createJobsBoard(queue: Queue): JobsBoardHandler {
   createBullBoard({
     queues: [adapter],
     serverAdapter,
-    options: { uiConfig: { boardTitle: 'mailroom jobs' } },
+    // Nothing about the Redis host (version, OS, memory) or the workers' connections (CLIENT LIST).
+    options: { uiConfig: { boardTitle: 'mailroom jobs', hideRedisDetails: true, showWorkers: false } },
   });
   const app = serverAdapter.getRouter() as (
     request: IncomingMessage,
@@ -59,9 +64,22 @@ export function createJobsBoard(queue: Queue): JobsBoardHandler {
   return (request, response, notFound) => {
     const url = request.url ?? '/';
     request.url = url.slice(JOBS_PATH.length) || '/';
+    // bull-board reads as many jobs as a page asks for, payloads included: a bounded page only.
+    const perPage = new URL(request.url, 'http://board.invalid').searchParams.get('jobsPerPage');
+    if (perPage !== null && !(Number(perPage) >= 1 && Number(perPage) <= MAX_JOBS_PER_PAGE)) {
+      response.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' });
+      response.end(`jobsPerPage must be 1 to ${MAX_JOBS_PER_PAGE}.\n`);
+      return;
+    }
     app(request, response, (error) => {
-      if (error) response.destroy(error instanceof Error ? error : undefined);
-      else notFound();
+      if (!error) return notFound();
+      // MUST answer: every request gets one (a bad percent-encoding, a bull-board failure).
+      if (response.headersSent) return response.destroy();
+      const status = Number((error as { status?: unknown }).status) || 500;
+      response.writeHead(status >= 400 && status < 600 ? status : 500, {
+        'content-type': 'text/plain; charset=utf-8',
+      });
+      response.end(status < 500 ? 'Bad request.\n' : 'The job board failed.\n');
     });
   };
 }

@@ -237,8 +237,19 @@ function createDashboardHandler(
   const suppression = new SuppressionList(producer.redis, producer.keys);
   const jobsBoard = createJobsBoard(producer.getQueue());
 
-  /** Who the request is, or undefined when it did not prove anything. */
+  /** Who the request is, or undefined when it did not prove anything (a wrong Bearer or Basic one is logged). */
   function identify(request: IncomingMessage): Caller | undefined {
+    const caller = identifyCaller(request);
+    if (!caller && request.headers.authorization !== undefined) {
+      logger.warn(
+        { remote: request.socket.remoteAddress, scheme: request.headers.authorization.split(' ')[0] },
+        'dashboard request refused: wrong credentials',
+      );
+    }
+    return caller;
+  }
+
+  function identifyCaller(request: IncomingMessage): Caller | undefined {
     const session = sessions.touch(parseCookies(request).get(SESSION_COOKIE));
     switch (credentials.kind) {
       case 'none':
@@ -321,7 +332,11 @@ function createDashboardHandler(
     if (referer && !foreignOrigin(request)) {
       try {
         const url = new URL(referer);
-        if (url.host.toLowerCase() === request.headers.host?.toLowerCase() && url.pathname !== '/login')
+        if (
+          url.host.toLowerCase() === request.headers.host?.toLowerCase() &&
+          url.pathname !== '/login' &&
+          !url.pathname.startsWith('//')
+        )
           return `${url.pathname}${url.search}`;
       } catch {
         // Not a URL: the object's page.
@@ -560,6 +575,20 @@ function createDashboardHandler(
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const method = request.method ?? 'GET';
+    // DNS rebinding: without credentials, a page of any site the operator visits could reach this
+    // loopback server under its own hostname (same-origin for the browser, so Origin checks pass).
+    // Only loopback names are answered then.
+    if (credentials.kind === 'none' && !loopbackHost(request.headers.host)) {
+      return send(response, {
+        status: 421,
+        type: 'text/plain; charset=utf-8',
+        body: 'This dashboard runs without credentials: open it as localhost, 127.0.0.1 or [::1].\n',
+      });
+    }
+    // `//host/path` would read as another host's URL wherever the path is echoed (a Back link, a 303).
+    if (request.url?.startsWith('//') || !request.url?.startsWith('/')) {
+      return send(response, { status: 404, type: 'text/plain; charset=utf-8', body: 'Not found.\n' });
+    }
     const { path, query } = parseTarget(request.url);
     if (path === '/static/dashboard.css' || path === '/static/dashboard.js') {
       // Public: no secret in them, and the login page needs the stylesheet.
@@ -753,4 +782,14 @@ function send(response: ServerResponse, answer: Answer): void {
     ...answer.headers,
   });
   response.end(body);
+}
+
+/** Whether a Host header names this machine's loopback: localhost, 127.0.0.1 or [::1], any port. */
+function loopbackHost(host: string | undefined): boolean {
+  if (host === undefined) return false;
+  try {
+    return ['localhost', '127.0.0.1', '[::1]'].includes(new URL(`http://${host}`).hostname.toLowerCase());
+  } catch {
+    return false;
+  }
 }
