@@ -173,4 +173,3 @@ describe('a recipient suppressed after its message was queued', () => {
     expect(await campaignStatus(producer, 'late')).toMatchObject({ total: 3, sent: 2, cancelled: 1 });
   });
 });
-
