@@ -10,6 +10,12 @@ export const SESSION_COOKIE = 'mailroom_dashboard';
 /** A session ends after this long without a request (in ms). */
 export const SESSION_IDLE_TIMEOUT = 12 * HOUR;
 
+/**
+ * A session ends this long after its login however busy it is: an open page polls every second, so
+ * without it a stolen cookie would work as long as some tab stays open.
+ */
+export const SESSION_MAX_AGE = 24 * HOUR;
+
 /** Sessions kept at most: past it the least recently used goes (a login needs the token, so this is a backstop). */
 const MAX_SESSIONS = 10_000;
 
@@ -134,6 +140,8 @@ export function overHttps(request: IncomingMessage): boolean {
 /** One browser session: a random id the cookie carries, and a message to show on the next page. */
 export interface Session {
   readonly id: string;
+  /** Epoch ms of its creation (the login): it ends SESSION_MAX_AGE later. */
+  readonly createdAt: number;
   lastSeen: number;
   /** A one-line result of the last action (`Campaign paused.`), shown once. */
   flash?: { kind: 'ok' | 'error'; text: string } | undefined;
@@ -150,26 +158,33 @@ export class SessionStore {
   readonly #idleTimeout: number;
   readonly #now: () => number;
 
-  constructor(options: { idleTimeout?: number; now?: () => number } = {}) {
+  readonly #maxAge: number;
+
+  constructor(options: { idleTimeout?: number; maxAge?: number; now?: () => number } = {}) {
     this.#idleTimeout = options.idleTimeout ?? SESSION_IDLE_TIMEOUT;
+    this.#maxAge = options.maxAge ?? SESSION_MAX_AGE;
     this.#now = options.now ?? Date.now;
   }
 
   /** A new session (256 random bits). */
   create(): Session {
     this.#prune();
-    const session: Session = { id: randomBytes(32).toString('base64url'), lastSeen: this.#now() };
+    const now = this.#now();
+    const session: Session = { id: randomBytes(32).toString('base64url'), createdAt: now, lastSeen: now };
     this.#sessions.set(session.id, session);
     return session;
   }
 
-  /** The live session of an id (and marks it used), or undefined: unknown, or idle past the timeout. */
+  /**
+   * The live session of an id (and marks it used), or undefined: unknown, idle past the timeout, or
+   * older than the maximum age.
+   */
   touch(id: string | undefined): Session | undefined {
     if (!id) return undefined;
     const session = this.#sessions.get(id);
     if (!session) return undefined;
     const now = this.#now();
-    if (now - session.lastSeen > this.#idleTimeout) {
+    if (now - session.lastSeen > this.#idleTimeout || now - session.createdAt > this.#maxAge) {
       this.#sessions.delete(id);
       return undefined;
     }
@@ -199,7 +214,8 @@ export class SessionStore {
   #prune(): void {
     const now = this.#now();
     for (const [id, session] of this.#sessions) {
-      if (now - session.lastSeen > this.#idleTimeout) this.#sessions.delete(id);
+      if (now - session.lastSeen > this.#idleTimeout || now - session.createdAt > this.#maxAge)
+        this.#sessions.delete(id);
     }
     while (this.#sessions.size >= MAX_SESSIONS) {
       const oldest = this.#sessions.keys().next().value;
