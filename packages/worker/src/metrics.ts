@@ -1,6 +1,6 @@
 /** The worker's Prometheus metrics: sent, failed and retried messages, batches, latencies, connections, the queue's backlog. */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { BACKLOG_STATES, type QueueBacklog } from './queue-gauges.js';
+import { BACKLOG_STATES, type QueueBacklog, type StateBacklog } from './queue-gauges.js';
 
 /**
  * Reads a queue's backlog for a scrape; undefined when it cannot now (Redis away): the backlog
@@ -116,30 +116,29 @@ export class PrometheusMetrics implements WorkerMetrics {
     // The backlog gauges are read from Redis when scraped, not kept up to date job by job: every
     // worker of a queue reports the same values (aggregate them with max, not sum).
     const backlog = this;
-    this.queueBatches = new Gauge({
-      name: 'mailroom_queue_batches',
-      help: 'Batch jobs of the queue by state (waiting, delayed: retries and scheduled, active, failed: dead letters), read at scrape time.',
-      labelNames: ['queue', 'state'],
-      registers,
-      async collect() {
-        const readings = await backlog.#read();
-        this.reset();
-        for (const [queue, reading] of readings)
-          for (const state of BACKLOG_STATES) this.set({ queue, state }, reading.states[state].batches);
-      },
-    });
-    this.queueMessages = new Gauge({
-      name: 'mailroom_queue_messages',
-      help: 'Messages in the batch jobs of the queue by state, read at scrape time (exact up to 8 batches per state, estimated from their average past it).',
-      labelNames: ['queue', 'state'],
-      registers,
-      async collect() {
-        const readings = await backlog.#read();
-        this.reset();
-        for (const [queue, reading] of readings)
-          for (const state of BACKLOG_STATES) this.set({ queue, state }, reading.states[state].messages);
-      },
-    });
+    const stateGauge = (name: string, help: string, pick: (state: StateBacklog) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['queue', 'state'],
+        registers,
+        async collect() {
+          const readings = await backlog.#read();
+          this.reset();
+          for (const [queue, reading] of readings)
+            for (const state of BACKLOG_STATES) this.set({ queue, state }, pick(reading.states[state]));
+        },
+      });
+    this.queueBatches = stateGauge(
+      'mailroom_queue_batches',
+      'Batch jobs of the queue by state (waiting, delayed: retries and scheduled, active, failed: dead letters), read at scrape time.',
+      (state) => state.batches,
+    );
+    this.queueMessages = stateGauge(
+      'mailroom_queue_messages',
+      'Messages in the batch jobs of the queue by state, read at scrape time (exact up to 8 batches per state, estimated from their average past it).',
+      (state) => state.messages,
+    );
     this.campaignMessages = new Gauge({
       name: 'mailroom_campaign_messages',
       help: 'Messages of each running campaign: sent, failed and pending (not settled yet), read at scrape time.',

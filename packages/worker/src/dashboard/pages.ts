@@ -1,6 +1,8 @@
 /** The dashboard's pages: server-rendered HTML, every value from Redis escaped by the html helper. */
 import { SUPPRESSION_REASONS, type Suppression } from '@mailroom/core/protocol';
 import type { CampaignFailure, CampaignStatus } from '@mailroom/producer';
+import { formatCount, formatSeconds } from '../cli/common.js';
+import { formatRate, percentDone } from '../cli/progress.js';
 import type { FailedJobList } from '../dead-letters.js';
 import type { CampaignRow, DeadLetter, Overview, OverviewState, SuppressionSearch } from './data.js';
 import { OVERVIEW_STATES } from './data.js';
@@ -24,26 +26,6 @@ const NAV: [Section | 'jobs', string, string][] = [
   ['suppression', 'Suppression', '/suppression'],
   ['jobs', 'Jobs', '/jobs/'],
 ];
-
-/** `1,234`. */
-export function formatCount(count: number): string {
-  return count.toLocaleString('en-US');
-}
-
-/** `12.5/s`, `120/s`. */
-export function formatRate(rate: number): string {
-  return `${rate > 0 && rate < 10 ? rate.toFixed(1) : formatCount(Math.round(rate))}/s`;
-}
-
-/** `6s`, `2m 05s`, `1h 02m`, or `--` when unknown. */
-export function formatSeconds(seconds: number | null | undefined): string {
-  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return '--';
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`;
-}
 
 /** `2026-01-31 12:00:00 UTC`, or `--`. */
 export function formatTime(ms: number | null | undefined): string {
@@ -197,15 +179,6 @@ export function campaignsPage(context: PageContext, rows: CampaignRow[]): string
 <table id="campaigns" class="stack"><thead><tr><th>Campaign</th><th>Name</th><th>State</th><th class="num">Done</th><th class="num">Sent</th><th class="num">Failed</th><th class="num">Total</th><th>Started</th></tr></thead>
 <tbody>${body.length > 0 ? body : html`<tr><td colspan="8">No campaign on this queue (campaigns are kept 30 days).</td></tr>`}</tbody></table>`,
   );
-}
-
-/** The settled share of a campaign, 0-100 (the CLI's percentDone). */
-export function percentDone(status: CampaignStatus): number {
-  if (status.state === 'completed') return 100;
-  const settled = status.sent + status.failed + status.cancelled;
-  const total = Math.max(status.total, status.enqueueFinished ? 0 : (status.expectedTotal ?? 0));
-  if (total === 0) return status.state === 'cancelled' ? 100 : 0;
-  return Math.min(100, Math.floor((settled * 100) / total));
 }
 
 /** `GET /campaigns/<id>`: live progress, counts by outcome, actions, failures. */
