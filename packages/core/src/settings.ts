@@ -1,7 +1,9 @@
 /** The settings: Django's EMAIL_* and mailroom's MAILROOM_*, read from the environment or configure(), validated in the user's words. */
 import { validateDkimDomain, validateDkimSelector } from './dkim.js';
 import { ConfigError, quoteValue } from './errors.js';
+import { parseClusterNodes } from './protocol/cluster-nodes.js';
 import { protocolDefaults } from './protocol/defaults.js';
+import { checkShardCount } from './protocol/shards.js';
 import { validateQueueName } from './queue-name.js';
 import {
   invalidValue,
@@ -74,6 +76,17 @@ export interface Settings {
   MANAGERS: string[];
   /** Redis URL of the queue backend, producer and worker. Default `redis://127.0.0.1:6379`. */
   REDIS_URL: string;
+  /**
+   * Redis Cluster seed nodes, comma-separated `host:port` or `redis[s]://[user:password@]host:port`;
+   * when set, producer, worker and CLI use ioredis's Cluster client and REDIS_URL is not used.
+   * Default null: one Redis at REDIS_URL.
+   */
+  REDIS_CLUSTER_NODES: string | null;
+  /**
+   * Shards of a queue: N BullMQ queues with distinct hash tags, spread over a cluster's masters; 1 is
+   * the unsharded layout. Producers and workers of a queue must agree (the queue records it). Default 1.
+   */
+  MAILROOM_SHARDS: number;
   /** Queue name of the producer and the worker (validateQueueName; trimmed). Default `mail`. */
   MAILROOM_QUEUE: string;
   /** Redis key prefix of the producer and the worker; keep the braces (a Cluster hash tag). Default `{mailroom}`. */
@@ -141,6 +154,8 @@ export const defaultSettings = {
   ADMINS: [],
   MANAGERS: [],
   REDIS_URL: 'redis://127.0.0.1:6379',
+  REDIS_CLUSTER_NODES: null,
+  MAILROOM_SHARDS: 1,
   MAILROOM_QUEUE: protocolDefaults.queue,
   MAILROOM_PREFIX: protocolDefaults.prefix,
   MAILROOM_CONCURRENCY: null,
@@ -246,6 +261,7 @@ const SECRET_SETTINGS: ReadonlySet<string> = new Set([
   'EMAIL_HOST_PASSWORD',
   'EMAIL_DKIM_PRIVATE_KEY',
   'MAILROOM_UNSUBSCRIBE_SECRET',
+  'REDIS_CLUSTER_NODES',
 ]);
 
 /** The three settings DKIM signing needs together. */
@@ -322,6 +338,14 @@ const parsers: { [Name in keyof Settings]: Parser<Settings[Name]> } = {
   ADMINS: addressList,
   MANAGERS: addressList,
   REDIS_URL: redisUrl,
+  REDIS_CLUSTER_NODES: unsetOr((value, name) => {
+    parseClusterNodes(text(value, name), name);
+    return (value as string).trim();
+  }),
+  MAILROOM_SHARDS: (value, name) =>
+    value === null || (typeof value === 'string' && value.trim() === '')
+      ? defaultSettings.MAILROOM_SHARDS
+      : checkShardCount(parsePositiveInteger(numberOrText(value, name), name), name),
   // The one queue name rule of the producer and the worker.
   MAILROOM_QUEUE: mailroomText(defaultSettings.MAILROOM_QUEUE, validateQueueName),
   MAILROOM_PREFIX: mailroomText(defaultSettings.MAILROOM_PREFIX, (value) => value),

@@ -8,6 +8,7 @@ import {
   parseFailedRecipient,
   parseRetryClaim,
   registerScripts,
+  SuppressionList,
   unpackMessages,
 } from '@mailroom/core/protocol';
 import { missingCampaignError } from './campaign-loss.js';
@@ -70,7 +71,8 @@ const DEFAULT_RESUME_AFTER = 60_000;
 /** Throws ENOTFOUND (or EDATALOST) unless the campaign exists; returns its stored state. */
 async function storedState(producer: Producer, id: string): Promise<string> {
   await producer.ready();
-  const state = await producer.redis.hget(producer.keys.campaign(id), FIELD.state);
+  const { keys } = await producer.campaignShard(id);
+  const state = await producer.redis.hget(keys.campaign(id), FIELD.state);
   if (state === null) throw await missingCampaignError(producer, id);
   return state;
 }
@@ -120,7 +122,8 @@ export async function* campaignFailures(
   options: CampaignFailureOptions = {},
 ): AsyncGenerator<CampaignFailure> {
   await storedState(producer, id);
-  for await (const page of scanHash(producer, producer.keys.campaignFailedRecipients(id))) {
+  const { keys } = await producer.campaignShard(id);
+  for await (const page of scanHash(producer, keys.campaignFailedRecipients(id))) {
     for (const [address, raw] of page) {
       const record = parseFailedRecipient(raw);
       if (record === undefined) continue;
@@ -171,7 +174,8 @@ async function enqueueClaim(
     });
   }
   // Confirmed: the claim is done. Until here a crash leaves it to be resumed.
-  await producer.redis.hdel(producer.keys.campaignRetrying(id), ...claimed.map(([address]) => address));
+  const { keys } = await producer.campaignShard(id);
+  await producer.redis.hdel(keys.campaignRetrying(id), ...claimed.map(([address]) => address));
 }
 
 /**
@@ -203,8 +207,9 @@ export async function retryCampaign(
       code: 'ECANCELLED',
     });
   }
-  const keys = producer.keys;
+  const { keys } = await producer.campaignShard(id);
   const redis = registerScripts(producer.redis);
+  const suppression = new SuppressionList(producer.redis, producer.keys);
   const result: RetryCampaignResult = {
     retried: 0,
     resumed: 0,
@@ -245,7 +250,7 @@ export async function retryCampaign(
 
   // 2. New claims, one page (at most one batch) at a time.
   for await (const page of scanHash(producer, keys.campaignFailedRecipients(id))) {
-    const candidates: string[] = [];
+    const candidates: [string, string, string][] = [];
     for (const [address, raw] of page) {
       const record = parseFailedRecipient(raw);
       if (options.transient && record?.state !== 'x') continue;
@@ -253,21 +258,21 @@ export async function retryCampaign(
         result.skipped++;
         continue;
       }
-      candidates.push(address, record.job === undefined ? '' : keys.ledger(record.job), record.field ?? '');
+      candidates.push([address, record.job === undefined ? '' : keys.ledger(record.job), record.field ?? '']);
     }
     if (candidates.length === 0) continue;
+    const onList = await suppression.lookup(candidates.map(([address]) => address));
     const claim = randomUUID();
     const [suppressed, inFlight, staleRecords, claimedFlat] = await redis.mailroomClaimRetry(
       keys.campaignFailedRecipients(id),
       keys.campaignRetrying(id),
       keys.campaign(id),
       keys.campaignFailures(id),
-      keys.suppression,
       claim,
       String(Date.now()),
       options.transient ? '1' : '0',
       String(started),
-      ...candidates,
+      ...candidates.flatMap((candidate, index) => [...candidate, onList[index] === undefined ? '0' : '1']),
     );
     result.suppressed += suppressed;
     result.skipped += suppressed + inFlight + staleRecords;

@@ -7,6 +7,7 @@ import {
   type LostCampaign,
   lostCampaign,
   lostCampaignField,
+  type QueueKeys,
   readEpochMarker,
 } from '@mailroom/core/protocol';
 import type { Producer } from './producer.js';
@@ -63,9 +64,11 @@ export function campaignLostError(
 export async function guardCampaignStart(
   producer: Producer,
   id: string,
-  options: { startOver: boolean; name: string },
+  options: { startOver: boolean; name: string; keys: QueueKeys },
 ): Promise<void> {
-  const { keys, redis } = producer;
+  const { redis } = producer;
+  // The campaign's own keys (its shard); the epoch marker is the queue's (home shard).
+  const { keys } = options;
   await producer.epoch.check(true);
   const state = await redis.hget(keys.campaign(id), CAMPAIGN_FIELDS.state);
   if (state !== null) {
@@ -78,11 +81,13 @@ export async function guardCampaignStart(
     }
   } else if (options.startOver) {
     // Batches in flight at the loss go on counting into the (recreated) hash: not the new run's.
-    await redis
-      .multi()
-      .del(keys.campaign(id), keys.campaignFailures(id), keys.campaignRate(id), keys.campaignChunks(id))
-      .hdel(keys.epoch, lostCampaignField(id))
-      .exec();
+    await redis.del(
+      keys.campaign(id),
+      keys.campaignFailures(id),
+      keys.campaignRate(id),
+      keys.campaignChunks(id),
+    );
+    await redis.hdel(producer.keys.epoch, lostCampaignField(id));
   } else {
     const lost = lostCampaign(producer.epoch.marker, id);
     if (lost) throw campaignLostError(producer, lost, 'start');

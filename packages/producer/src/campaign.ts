@@ -16,6 +16,7 @@ import {
   INVALID_ROWS_KEPT,
   parseUnsubscribeSecrets,
   protocolDefaults,
+  type QueueKeys,
   registerScripts,
   type StoredCampaignState,
   SuppressionList,
@@ -671,11 +672,18 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   const chunkSize = Math.max(1, Math.floor(options.chunkSize ?? batchSize * 10));
   const maxPending = Math.max(chunkSize, Math.floor(options.maxPending ?? batchSize * 20));
   const failSilently = options.failSilently ?? true;
-  const keys = producer.keys;
   const redis = registerScripts(producer.redis);
   await producer.ready();
+  // The campaign's record, counters and batches live on one shard, fixed at its first start: every
+  // script that counts a delivery stays on one slot (and one node of a cluster).
+  const shard = await producer.campaignShard(id, { assign: true });
+  const keys = shard.keys;
   // A "resume" of a record Redis lost would resend to everyone already delivered (campaign-loss.ts).
-  await guardCampaignStart(producer, id, { startOver: options.startOver === true, name: options.name ?? id });
+  await guardCampaignStart(producer, id, {
+    startOver: options.startOver === true,
+    name: options.name ?? id,
+    keys,
+  });
   // A resumed scheduled campaign keeps its time (past by now, perhaps: then at once), unless given anew.
   if (sendAt === undefined) {
     const stored = await redis.hget(keys.campaign(id), FIELD.sendAt);
@@ -696,11 +704,12 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
     )
     .hdel(keys.campaign(id), FIELD.enqueueError)
     .pexpire(keys.campaign(id), protocolDefaults.campaignTtl)
-    .sadd(keys.campaigns, id)
     .exec();
+  // The index of campaigns is queue-wide (home shard): its own command on a sharded queue.
+  await redis.sadd(producer.keys.campaigns, id);
 
   const progress: CampaignEnqueueProgress = { total: 0, queued: 0, invalid: 0, duplicates: 0, suppressed: 0 };
-  const suppression = new SuppressionList(producer.redis, keys);
+  const suppression = new SuppressionList(producer.redis, producer.keys);
   const seenPrefix = keys.campaignSeen(id);
 
   async function stateNow(): Promise<string> {
@@ -784,7 +793,14 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
     const chunkKey = chunkHash.digest('hex');
     const candidates = [...unique.values()];
     const slots = candidates.map(({ recipient }) => seenSlot(seenPrefix, recipient.email));
-    const seen = slots.length > 0 ? await redis.mailroomSeen(...slots.flat()) : [];
+    const seen =
+      slots.length > 0
+        ? await redis.mailroomSeen(
+            slots.length,
+            ...slots.map(([bucket]) => bucket),
+            ...slots.map(([, field]) => field),
+          )
+        : [];
     const fresh: typeof candidates = [];
     const freshSlots: [string, Buffer][] = [];
     candidates.forEach((candidate, index) => {
@@ -915,12 +931,8 @@ async function transition(
 ): Promise<CampaignState> {
   const redis = registerScripts(producer.redis);
   await producer.ready();
-  const found = await redis.mailroomTransition(
-    producer.keys.campaign(checkId(id)),
-    to,
-    ...from,
-    String(Date.now()),
-  );
+  const { keys } = await producer.campaignShard(checkId(id));
+  const found = await redis.mailroomTransition(keys.campaign(id), to, ...from, String(Date.now()));
   // "No campaign", or "lost with Redis's data at T" when the epoch marker says so.
   if (found === '') throw await missingCampaignError(producer, id);
   return (from.includes(found as StoredCampaignState) ? to : found) as CampaignState;
@@ -951,8 +963,8 @@ const RATE_WINDOW_SECONDS = 10;
  * DataLossError (EDATALOST) for one whose record was lost with Redis's data (saying when).
  */
 export async function campaignStatus(producer: Producer, id: string): Promise<CampaignStatus> {
-  const keys = producer.keys;
   await producer.ready();
+  const { keys } = await producer.campaignShard(checkId(id));
   const nowSecond = Math.floor(Date.now() / 1000);
   const seconds = Array.from({ length: RATE_WINDOW_SECONDS }, (_, i) => String(nowSecond - 1 - i));
   const [hash, failures, rates, invalidRecords] = (await producer.redis
@@ -1005,7 +1017,7 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
   // Only when nothing was sent lately does the queue say whether it just waits for retries.
   const retryAt =
     stored === CAMPAIGN_STATES.running && remaining > 0 && rate === 0
-      ? await nextRetryOnly(producer)
+      ? await nextRetryOnly(producer, keys)
       : undefined;
   const eta = estimateEta({
     remaining,
@@ -1060,8 +1072,7 @@ export async function campaignStatus(producer: Producer, id: string): Promise<Ca
  * waiting for a retry: when the first of those is due (epoch ms; BullMQ's delayed score is the due
  * time x 0x1000 + a counter). Undefined otherwise.
  */
-async function nextRetryOnly(producer: Producer): Promise<number | undefined> {
-  const keys = producer.keys;
+async function nextRetryOnly(producer: Producer, keys: QueueKeys): Promise<number | undefined> {
   const [waiting, active, prioritized, first] = (
     (await producer.redis
       .pipeline()

@@ -14,27 +14,39 @@ import {
 import {
   BATCH_JOB_NAME,
   type BatchJobData,
+  campaignShardOf,
+  checkShardCount,
+  claimLayout,
   createRedis,
   describeRedis,
   EpochWatch,
   MAX_BATCH_MESSAGES,
   normalizeSuppressedAddress,
   packMessages,
+  protocolDefaults,
   type QueueKeys,
-  queueKeys,
+  type QueueLayout,
+  type QueueShard,
+  queueLayout,
+  type RedisClient,
   type RedisInput,
+  redisInputFrom,
   SuppressionList,
   waitForRedis,
 } from '@mailroom/core/protocol';
 import { type FlowJob, FlowProducer, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { producerDefaults } from './defaults.js';
 
 /** Options of {@link createProducer}; see producerDefaults for every default. */
 export interface ProducerOptions {
-  /** Redis URL, ioredis options or client. Default REDIS_URL. */
+  /**
+   * Redis URL, ioredis options, `{ cluster: 'host:port,...' }` seed nodes, or a client (one node or
+   * an ioredis Cluster). Default REDIS_CLUSTER_NODES when set, else REDIS_URL.
+   */
   redis?: RedisInput;
+  /** Shards of the queue (hash tags spread over a cluster's masters), 1 to 64. Default MAILROOM_SHARDS, else 1. */
+  shards?: number;
   /** Queue name, checked by validateQueueName. Default MAILROOM_QUEUE, else `mail`. */
   queue?: string;
   /** Key prefix (a Redis Cluster hash tag). Default MAILROOM_PREFIX, else `{mailroom}`. */
@@ -99,9 +111,12 @@ export interface EnqueueResult {
 export interface Producer {
   readonly queue: string;
   readonly prefix: string;
+  /** The key names of the queue's home shard (queue-wide keys: suppression list, epoch, workers...). */
   readonly keys: QueueKeys;
+  /** Where the queue's shards live (one shard: the unsharded layout). */
+  readonly layout: QueueLayout;
   /** The producer's Redis client (fail-fast: no offline queue). */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** Options in effect, defaults applied. */
   readonly options: Readonly<Required<Omit<ProducerOptions, 'redis' | 'logger'>>>;
   readonly logger: Logger;
@@ -120,8 +135,15 @@ export interface Producer {
     messages: EmailMessage | CheckedMessage | readonly (EmailMessage | CheckedMessage)[],
     options?: EnqueueOptions,
   ): Promise<EnqueueResult>;
-  /** A BullMQ Queue on the same connection, for counts and inspection. */
+  /** A BullMQ Queue of the home shard on the same connection, for counts and inspection. */
   getQueue(): Queue;
+  /** The BullMQ Queue of every shard (index = shard index), on the same connection. */
+  getQueues(): Queue[];
+  /**
+   * The shard campaign `id` lives on (its records, counters and batches); `assign` pins a campaign
+   * that has no shard yet (campaign start). Home when the queue has one shard.
+   */
+  campaignShard(id: string, options?: { assign?: boolean }): Promise<QueueShard>;
   /** Waits until Redis answers (or throws EREDIS), e.g. at start-up. */
   ready(): Promise<void>;
   /** Closes what the producer opened. Idempotent. */
@@ -411,7 +433,12 @@ export function createProducer(options: ProducerOptions = {}): Producer {
       count: producerDefaults.keepFailedCount,
     },
   };
-  const redisInput = options.redis ?? settings.REDIS_URL;
+  const redisInput = options.redis ?? redisInputFrom(settings.REDIS_URL, settings.REDIS_CLUSTER_NODES);
+  const layout = queueLayout(
+    resolved.prefix,
+    resolved.queue,
+    checkShardCount(options.shards ?? settings.MAILROOM_SHARDS, 'shards'),
+  );
   const where = describeRedis(redisInput);
   const logger = options.logger ?? pino({ name: 'mailroom-producer' });
   // Producer fails fast (BullMQ production guide): no offline queue, one retry per command.
@@ -430,7 +457,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     lastError = undefined;
   });
   if (redis.status === 'wait') redis.connect().catch(() => {});
-  const keys = queueKeys(resolved.prefix, resolved.queue);
+  const keys = layout.home.keys;
   const suppression = new SuppressionList(redis, keys);
   const epoch = new EpochWatch(redis, keys, {
     queue: resolved.queue,
@@ -439,10 +466,46 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     minInterval: producerDefaults.epochCheckInterval,
   });
   let flowProducer: FlowProducer | undefined;
-  let queue: Queue | undefined;
+  const queues: (Queue | undefined)[] = layout.shards.map(() => undefined);
   let closed = false;
+  // Checked once, before the first write: a producer never enqueues on a layout workers do not read.
+  let layoutClaimed: Promise<void> | undefined;
+  // Batches without an idempotency key or campaign go to the shards in turn, from a random one.
+  let nextShard = Math.floor(Math.random() * layout.shards.length);
 
-  const ready = () => waitForRedis(redis, where, resolved.connectTimeout, () => lastError);
+  async function ready(): Promise<void> {
+    await waitForRedis(redis, where, resolved.connectTimeout, () => lastError);
+    layoutClaimed ??= claimLayout(redis, layout).catch((error: unknown) => {
+      layoutClaimed = undefined;
+      throw error;
+    });
+    await layoutClaimed;
+  }
+
+  async function campaignShard(id: string, shardOptions: { assign?: boolean } = {}): Promise<QueueShard> {
+    if (layout.shards.length === 1 && !shardOptions.assign) return layout.home;
+    return campaignShardOf(redis, layout, id, {
+      ...(shardOptions.assign ? { assign: true } : {}),
+      ttl: protocolDefaults.campaignTtl,
+    });
+  }
+
+  /** The shard one enqueue call writes to: all its batches go there, in one transaction. */
+  async function shardFor(enqueueOptions: EnqueueOptions): Promise<QueueShard> {
+    if (layout.shards.length === 1) return layout.home;
+    if (enqueueOptions.campaign !== undefined) {
+      const shard = await campaignShard(enqueueOptions.campaign);
+      if (shard.index === -1)
+        throw new MailError(
+          `campaign "${enqueueOptions.campaign}" lives on shard ${shard.prefix}, which MAILROOM_SHARDS=${layout.shards.length} no longer has: no worker would take its batches`,
+          { code: 'ESHARD' },
+        );
+      return shard;
+    }
+    if (enqueueOptions.idempotencyKey !== undefined) return layout.shardForKey(enqueueOptions.idempotencyKey);
+    nextShard = (nextShard + 1) % layout.shards.length;
+    return layout.shards[nextShard] as QueueShard;
+  }
 
   async function enqueue(
     input: EmailMessage | CheckedMessage | readonly (EmailMessage | CheckedMessage)[],
@@ -489,39 +552,44 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     //    the job, and it is set in the same transaction as the job itself.
     const enqueuedAt = Date.now();
     const assignedIds = batches.map(() => randomUUID());
-    const flows: FlowJob[] = batches.map((batch, index) => {
-      const data: BatchJobData = {
-        v: 1,
-        packed: packMessages(batch),
-        count: batch.length,
-        enqueuedAt,
-        ...(enqueueOptions.campaign ? { campaign: enqueueOptions.campaign } : {}),
-      };
-      return {
-        name: BATCH_JOB_NAME,
-        queueName: resolved.queue,
-        prefix: resolved.prefix,
-        data,
-        opts: {
-          jobId: assignedIds[index] as string,
-          attempts: 1, // retries are the worker's (only undelivered messages are retried)
-          removeOnComplete: true,
-          removeOnFail: { age: Math.ceil(resolved.keepFailed.age / 1000), count: resolved.keepFailed.count },
-          ...(enqueueOptions.priority === undefined ? {} : { priority: enqueueOptions.priority }),
-          ...(delay === undefined ? {} : { delay }),
-          ...(enqueueOptions.idempotencyKey === undefined
-            ? {}
-            : {
-                deduplication: {
-                  id: `${enqueueOptions.idempotencyKey}#${index}`,
-                  ttl: resolved.idempotencyTtl,
-                },
-              }),
-        },
-      };
-    });
+    const flowsOn = (shard: QueueShard): FlowJob[] =>
+      batches.map((batch, index) => {
+        const data: BatchJobData = {
+          v: 1,
+          packed: packMessages(batch),
+          count: batch.length,
+          enqueuedAt,
+          ...(enqueueOptions.campaign ? { campaign: enqueueOptions.campaign } : {}),
+        };
+        return {
+          name: BATCH_JOB_NAME,
+          queueName: resolved.queue,
+          prefix: shard.prefix,
+          data,
+          opts: {
+            jobId: assignedIds[index] as string,
+            attempts: 1, // retries are the worker's (only undelivered messages are retried)
+            removeOnComplete: true,
+            removeOnFail: {
+              age: Math.ceil(resolved.keepFailed.age / 1000),
+              count: resolved.keepFailed.count,
+            },
+            ...(enqueueOptions.priority === undefined ? {} : { priority: enqueueOptions.priority }),
+            ...(delay === undefined ? {} : { delay }),
+            ...(enqueueOptions.idempotencyKey === undefined
+              ? {}
+              : {
+                  deduplication: {
+                    id: `${enqueueOptions.idempotencyKey}#${index}`,
+                    ttl: resolved.idempotencyTtl,
+                  },
+                }),
+          },
+        };
+      });
     try {
       await ready();
+      const shard = await shardFor(enqueueOptions);
       // At most one round trip every epochCheckInterval. The marker only reports: enqueueing the
       // messages in hand is right whatever it says, so a failure to read it never fails the call.
       await epoch.check().catch((error) => {
@@ -534,7 +602,8 @@ export function createProducer(options: ProducerOptions = {}): Producer {
         // A repeat of a key is recognised by its first batch, whatever the repeat holds: a retried
         // request with more (or differently chunked) messages enqueues nothing either. The per-batch
         // deduplication below still settles two calls racing with the same key.
-        const dedupKey = (index: number) => keys.deduplication(`${enqueueOptions.idempotencyKey}#${index}`);
+        const dedupKey = (index: number) =>
+          shard.keys.deduplication(`${enqueueOptions.idempotencyKey}#${index}`);
         if ((await redis.exists(dedupKey(0))) === 1) {
           const jobIds: string[] = [];
           for (let start = 0; ; start += 100) {
@@ -551,7 +620,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
         }
       }
       flowProducer ??= new FlowProducer({ connection: redis, prefix: resolved.prefix });
-      const nodes = await flowProducer.addBulk(flows);
+      const nodes = await flowProducer.addBulk(flowsOn(shard));
       if (!nodes) throw new MailError('the producer is closing', { code: 'ECLOSED' });
       const jobIds = nodes.map((node) => node.job.id as string);
       const fresh = jobIds.map((id, index) => id === assignedIds[index]);
@@ -581,13 +650,20 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     }
   }
 
+  function queueOf(index: number): Queue {
+    const shard = layout.shards[index] as QueueShard;
+    const queue = queues[index] ?? new Queue(resolved.queue, { connection: redis, prefix: shard.prefix });
+    queues[index] = queue;
+    return queue;
+  }
+
   async function close(): Promise<void> {
     if (closed) return;
     closed = true;
     const steps: (() => Promise<unknown>)[] = [];
     if (owned) steps.push(() => redis.quit().catch(() => redis.disconnect()));
     if (flowProducer) steps.push(() => (flowProducer as FlowProducer).close());
-    if (queue) steps.push(() => (queue as Queue).close());
+    for (const queue of queues) if (queue) steps.push(() => queue.close());
     // Reverse order of acquisition; every step runs even when one fails.
     for (const step of steps.reverse()) {
       try {
@@ -602,15 +678,19 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     queue: resolved.queue,
     prefix: resolved.prefix,
     keys,
+    layout,
     redis,
-    options: resolved,
+    options: { ...resolved, shards: layout.shards.length },
     logger,
     epoch,
     enqueue,
     getQueue() {
-      queue ??= new Queue(resolved.queue, { connection: redis, prefix: resolved.prefix });
-      return queue;
+      return queueOf(0);
     },
+    getQueues() {
+      return layout.shards.map((shard) => queueOf(shard.index));
+    },
+    campaignShard,
     ready,
     close,
   };

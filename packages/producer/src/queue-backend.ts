@@ -31,15 +31,17 @@ interface SharedProducer {
 const shared = new Map<string, SharedProducer>();
 
 function sharedKey(options: ProducerOptions): string {
-  const { redis, queue, prefix, logger: _logger, ...rest } = options;
-  // createProducer falls back to REDIS_URL, MAILROOM_QUEUE and MAILROOM_PREFIX: key on the values in
+  const { redis, queue, prefix, shards, logger: _logger, ...rest } = options;
+  // createProducer falls back to REDIS_CLUSTER_NODES or REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX and
+  // MAILROOM_SHARDS: key on the values in
   // effect now, or a producer made for another Redis or queue would be reused after configure()
   // changed them. The key never leaves this process, so the whole URL (password included) may tell
   // servers apart.
   return JSON.stringify([
-    redis ?? settings.REDIS_URL,
+    redis ?? settings.REDIS_CLUSTER_NODES ?? settings.REDIS_URL,
     queue ?? settings.MAILROOM_QUEUE,
     prefix ?? settings.MAILROOM_PREFIX,
+    shards ?? settings.MAILROOM_SHARDS,
     rest,
   ]);
 }

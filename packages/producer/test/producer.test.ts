@@ -13,6 +13,7 @@ import {
   toWire,
   ValidationError,
 } from '@mailroom/core';
+import type { RedisClient } from '@mailroom/core/protocol';
 import {
   BATCH_JOB_NAME,
   checkMessage,
@@ -74,7 +75,7 @@ const totalJobs = async (producer: Producer) =>
   Object.values(await jobCounts(producer)).reduce((a, b) => a + b, 0);
 
 /** Resolves once the client has ended (closed for good, no reconnect pending); fails after 5 s. */
-async function ended(client: Redis): Promise<void> {
+async function ended(client: RedisClient): Promise<void> {
   if (client.status === 'end') return;
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(

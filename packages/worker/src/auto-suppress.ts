@@ -2,11 +2,12 @@
  * Hard bounces onto the suppression list: a recipient whose mailbox does not exist (isHardBounce) is
  * put on the queue's list as it settles, so no campaign on the queue mails it again.
  *
- * When: a batch's hard bounces are sent to Redis just before the ledger write that records their
- * messages (deliver-batch.ts GroupWriter), on the same connection and without waiting for the reply.
- * Redis applies one connection's commands in order, so a refusal that is in the ledger has its
- * suppression applied already, and the hot path pays nothing: no extra round trip, and no work at all
- * for a message without refusals. What a crash can lose: nothing. A worker killed before the ledger
+ * When: a batch's hard bounces are written to Redis just before the ledger write that records their
+ * messages (deliver-batch.ts GroupWriter), which waits for them: the list lives on the queue's home
+ * shard, and on a sharded queue (or a Redis Cluster) the ledger is on another node, where the order
+ * of one connection's commands promises nothing. So a refusal that is in the ledger has its
+ * suppression applied already. The hot path pays nothing: the wait (one round trip) is only for a
+ * ledger write whose messages had hard bounces, and there is no work at all for one without refusals. What a crash can lose: nothing. A worker killed before the ledger
  * write has recorded neither; the next attempt sends those messages again (as it would anyway, one
  * window at most) and meets the same refusals. What a Redis error can lose: the suppressions of one
  * write, logged as a warning; the batch goes on and nothing is sent again for it (the ledger is what
@@ -72,10 +73,11 @@ export interface BatchSuppressions {
   /** Keeps the hard bounces of one settled message (nothing to do for one without refusals). */
   note(outcome: DeliveryOutcome): void;
   /**
-   * Sends what was noted to the suppression list, now, without waiting for the reply. Never throws and
-   * never rejects: a failure is logged as a warning.
+   * Sends what was noted to the suppression list, now; returns a promise of the reply when there was
+   * something to send, undefined otherwise. Never throws and never rejects: a failure is logged as a
+   * warning.
    */
-  send(): void;
+  send(): Promise<void> | undefined;
 }
 
 /** Puts the hard bounces of a worker's batches on the queue's suppression list; one per worker. */
@@ -99,19 +101,18 @@ export class AutoSuppress {
         pending.push(...hardBounces(outcome));
       },
       send: () => {
-        if (pending.length === 0) return;
+        if (pending.length === 0) return undefined;
         const entries = pending;
         pending = [];
-        this.#add(jobId, entries);
+        return this.#add(jobId, entries);
       },
     };
   }
 
   /** MUST NOT throw or reject: a suppression that fails never fails the batch. */
-  #add(jobId: string, entries: SuppressionInput[]): void {
+  #add(jobId: string, entries: SuppressionInput[]): Promise<void> {
     const domains = truncateRecipients([...new Set(entries.map(({ address }) => domainOf(address)))]);
-    // add() is called now, so its command goes out before the ledger write that follows (see the top).
-    this.#list.add(entries).then(
+    return this.#list.add(entries).then(
       ({ added, existing }) => {
         this.#metrics.addressesSuppressed('hard-bounce', added);
         if (added > 0) this.#logger.info({ jobId, added, existing, domains }, 'hard bounces suppressed');

@@ -1,11 +1,17 @@
 /** The worker's settings: MAILROOM_* from the core settings over workerDefaults, and createWorker's options over both. */
 import { ConfigError, parseRateLimit, type RateLimit, readSettings, validateQueueName } from '@mailroom/core';
+import { describeRedis, type RedisInput, redisInputFrom } from '@mailroom/core/protocol';
 import { workerDefaults } from './defaults.js';
 import type { WorkerOptions } from './worker.js';
 
 /** Worker settings read from the environment (MAILROOM_*, REDIS_URL), defaults applied, before flags or options override them. */
 export interface WorkerEnvironment {
-  redisUrl: string;
+  /** REDIS_CLUSTER_NODES when set, else REDIS_URL. */
+  redis: RedisInput;
+  /** Where {@link WorkerEnvironment.redis} points, without credentials. */
+  redisLabel: string;
+  /** MAILROOM_SHARDS. */
+  shards: number;
   queue: string;
   prefix: string;
   concurrency: number;
@@ -23,6 +29,16 @@ export interface WorkerEnvironment {
   smtpTimeout: number;
 }
 
+/** The Redis of the settings (REDIS_CLUSTER_NODES over REDIS_URL), its description and MAILROOM_SHARDS. */
+export function redisOf(settings: ReturnType<typeof readSettings>): {
+  redis: RedisInput;
+  redisLabel: string;
+  shards: number;
+} {
+  const redis = redisInputFrom(settings.REDIS_URL, settings.REDIS_CLUSTER_NODES);
+  return { redis, redisLabel: describeRedis(redis), shards: settings.MAILROOM_SHARDS };
+}
+
 /**
  * The worker's settings: each MAILROOM_* setting that is set, else its workerDefaults value, and
  * REDIS_URL. Read through the core settings, so the environment and configure() count the same way
@@ -32,7 +48,7 @@ export interface WorkerEnvironment {
 export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): WorkerEnvironment {
   const settings = readSettings(env);
   return {
-    redisUrl: settings.REDIS_URL,
+    ...redisOf(settings),
     queue: settings.MAILROOM_QUEUE,
     prefix: settings.MAILROOM_PREFIX,
     concurrency: settings.MAILROOM_CONCURRENCY ?? workerDefaults.concurrency,

@@ -2,12 +2,13 @@
 import { coerceError } from '@mailroom/core';
 import {
   CAMPAIGN_FIELDS,
+  campaignShardsOf,
   EPOCH_FIELDS,
   EpochWatch,
   type KnownJobCounts,
-  type QueueKeys,
+  type QueueLayout,
+  type RedisClient,
 } from '@mailroom/core/protocol';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { workerDefaults } from './defaults.js';
 import { warnAboutRedisDurability } from './redis-checks.js';
@@ -68,10 +69,11 @@ const PROGRESS_FIELDS = [
  * taken after the loss would report nothing lost).
  */
 export function startDataLossMonitor(
-  redis: Redis,
-  keys: QueueKeys,
+  redis: RedisClient,
+  layout: QueueLayout,
   options: DataLossMonitorOptions,
 ): DataLossMonitor {
+  const { keys } = layout.home;
   const { queue, logger } = options;
   const checkInterval = options.checkInterval ?? workerDefaults.dataLossCheckInterval;
   const snapshotInterval = options.snapshotInterval ?? workerDefaults.dataLossSnapshotInterval;
@@ -98,7 +100,11 @@ export function startDataLossMonitor(
     if (epoch === undefined) return;
     snapshotAt = Date.now();
     snapshotDue = false;
-    const ids = await redis.smembers(keys.campaigns);
+    // The campaigns on the home shard, whose keys share the marker's node: one pipeline. (On a
+    // sharded queue, the marker watches the home shard's node; see the README's "Scaling out".)
+    const all = await redis.smembers(keys.campaigns);
+    const shards = await campaignShardsOf(redis, layout, all);
+    const ids = all.filter((_, index) => shards[index]?.prefix === layout.home.prefix);
     const pipeline = redis.pipeline();
     for (const list of LISTS) pipeline.llen(keys.jobSet(list));
     for (const set of SORTED_SETS) pipeline.zcard(keys.jobSet(set));

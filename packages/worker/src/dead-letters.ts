@@ -3,9 +3,9 @@
  * without sending anyone a message twice. `mailroom failed list|retry` is a thin layer over these.
  */
 import { coerceError } from '@mailroom/core';
-import { FINAL_STATES, type LedgerEntry, parseBatchJob } from '@mailroom/core/protocol';
+import { FINAL_STATES, type LedgerEntry, parseBatchJob, type QueueKeys } from '@mailroom/core/protocol';
 import type { Producer } from '@mailroom/producer';
-import type { Job } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import { workerDefaults } from './defaults.js';
 import { Ledger } from './ledger.js';
 import { truncateRecipients } from './settle.js';
@@ -104,8 +104,36 @@ function campaignOf(job: Job): string | undefined {
   return typeof campaign === 'string' && campaign ? campaign : undefined;
 }
 
-function ledgerOf(producer: Producer): Ledger {
-  return new Ledger(producer.redis, producer.keys, workerDefaults.ledgerTtl);
+/** A shard's BullMQ queue, its delivery ledger and its keys. */
+export interface ShardJobs {
+  queue: Queue;
+  ledger: Ledger;
+  keys: QueueKeys;
+}
+
+/** Each shard's BullMQ queue and delivery ledger (one of each on an unsharded queue). */
+function shardsOf(producer: Producer): ShardJobs[] {
+  const queues = producer.getQueues();
+  return producer.layout.shards.map((shard) => ({
+    queue: queues[shard.index] as Queue,
+    ledger: new Ledger(producer.redis, shard.keys, workerDefaults.ledgerTtl),
+    keys: shard.keys,
+  }));
+}
+
+/**
+ * The job `id` of the producer's queue and the shard it is on, or undefined. A job id names no
+ * shard: the first shard that has it (ids are random UUIDs, unique across shards).
+ */
+export async function findJob(
+  producer: Producer,
+  id: string,
+): Promise<{ job: Job; shard: ShardJobs } | undefined> {
+  for (const shard of shardsOf(producer)) {
+    const job = (await shard.queue.getJob(id)) as Job | undefined;
+    if (job) return { job, shard };
+  }
+  return undefined;
 }
 
 /**
@@ -121,12 +149,23 @@ export async function listFailed(
   if (!Number.isSafeInteger(limit) || limit < 1) {
     throw new RangeError(`limit must be a positive integer (got ${limit})`);
   }
-  const queue = producer.getQueue();
-  const ledger = ledgerOf(producer);
-  const total = await queue.getFailedCount();
-  const found = (await queue.getFailed(0, limit - 1)).filter((job): job is Job => Boolean(job));
+  // Every shard's newest `limit`, then the newest `limit` of those.
+  const shards = shardsOf(producer);
+  const perShard = await Promise.all(
+    shards.map(async ({ queue, ledger }) => ({
+      total: await queue.getFailedCount(),
+      found: (await queue.getFailed(0, limit - 1))
+        .filter((job): job is Job => Boolean(job))
+        .map((job) => ({ job, ledger })),
+    })),
+  );
+  const total = perShard.reduce((sum, shard) => sum + shard.total, 0);
+  const found = perShard
+    .flatMap((shard) => shard.found)
+    .sort((a, b) => (b.job.finishedOn ?? 0) - (a.job.finishedOn ?? 0))
+    .slice(0, limit);
   const jobs: FailedJob[] = [];
-  for (const job of found) {
+  for (const { job, ledger } of found) {
     const jobId = job.id as string;
     const { entries } = await ledger.load(jobId);
     const messages = messagesOf(job);
@@ -169,13 +208,14 @@ export async function retryFailed(
   producer: Producer,
   jobIds: readonly string[] | 'all',
 ): Promise<RetryResult> {
-  const queue = producer.getQueue();
-  const ledger = ledgerOf(producer);
-  const ids = jobIds === 'all' ? await queue.getRanges(['failed'], 0, -1) : jobIds;
+  const ids =
+    jobIds === 'all'
+      ? (await Promise.all(shardsOf(producer).map(({ queue }) => queue.getRanges(['failed'], 0, -1)))).flat()
+      : jobIds;
   const result: RetryResult = { retried: [], messages: 0, reopened: 0, skipped: [], problems: [] };
   for (const id of ids) {
-    const job = (await queue.getJob(id)) as Job | undefined;
-    if (!job) {
+    const found = await findJob(producer, id);
+    if (!found) {
       result.problems.push({
         jobId: id,
         problem: 'not-found',
@@ -183,6 +223,10 @@ export async function retryFailed(
       });
       continue;
     }
+    const {
+      job,
+      shard: { ledger },
+    } = found;
     const state = await job.getState();
     if (state !== 'failed') {
       result.problems.push({ jobId: id, problem: 'not-failed', message: `not failed (it is ${state})` });

@@ -1,5 +1,6 @@
 /** Step one of a batch: read a job into the messages still to send, or refuse it as invalid. */
 import { coerceError, decodeWire, ValidationError } from '@mailroom/core';
+import type { RedisClient } from '@mailroom/core/protocol';
 import {
   BATCH_JOB_NAME,
   type BatchJobData,
@@ -9,7 +10,6 @@ import {
   parseBatchJob,
 } from '@mailroom/core/protocol';
 import type { Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { PendingMessage } from './deliver-batch.js';
 import type { BatchRef, Ledger } from './ledger.js';
@@ -19,7 +19,7 @@ import { standInForUnreadableJob, unreadableJobs } from './unreadable-jobs.js';
 
 /** What {@link decodeJob} needs besides the job. */
 export interface DecodeContext {
-  redis: Redis;
+  redis: RedisClient;
   /** `<prefix>:<queue>`: the job's hash is `<base>:<id>`. */
   base: string;
   ledger: Ledger;

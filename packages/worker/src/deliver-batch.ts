@@ -176,18 +176,21 @@ class GroupWriter {
   readonly #ledger: Ledger;
   readonly #batch: BatchRef;
   readonly #onStatus: (status: BatchStatus) => void;
-  readonly #beforeWrite: () => void;
+  readonly #beforeWrite: () => Promise<void> | undefined;
   #entries: [number, LedgerEntry][] = [];
   #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   #writing = false;
   #flushRequested = false;
 
-  /** `beforeWrite` runs right before each write; what it sends to Redis goes out ahead of the write. */
+  /**
+   * `beforeWrite` runs right before each write; when it returns a promise (something was sent), the
+   * write waits for it, so what it wrote is in Redis before the write is (whatever node holds it).
+   */
   constructor(
     ledger: Ledger,
     batch: BatchRef,
     onStatus: (status: BatchStatus) => void,
-    beforeWrite: () => void,
+    beforeWrite: () => Promise<void> | undefined,
   ) {
     this.#ledger = ledger;
     this.#batch = batch;
@@ -216,9 +219,10 @@ class GroupWriter {
     const waiters = this.#waiters;
     this.#entries = [];
     this.#waiters = [];
-    // The hard bounces of these entries: on the same connection, so Redis applies them first.
-    this.#beforeWrite();
-    this.#ledger.recordMany(this.#batch, entries).then(
+    // The hard bounces of these entries first: a refusal in the ledger is on the suppression list.
+    const before = this.#beforeWrite();
+    const record = () => this.#ledger.recordMany(this.#batch, entries);
+    (before ? before.then(record) : record()).then(
       (status) => {
         this.#onStatus(status);
         for (const waiter of waiters) waiter.resolve();

@@ -3,8 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { coerceError } from '@mailroom/core';
+import type { RedisClient } from '@mailroom/core/protocol';
 import { announceWorker, type QueueKeys, type WorkerInfo, withdrawWorker } from '@mailroom/core/protocol';
-import type { Redis } from 'ioredis';
 import type { LogThrottle } from './log-throttle.js';
 
 /** Options of {@link startHeartbeat}. */
@@ -47,7 +47,7 @@ function workerVersion(): string {
  * previous one is unanswered: the worker's connection queues commands while Redis is away, and
  * a pile of stale heartbeats would only be sent, late, at the reconnect.
  */
-export function startHeartbeat(redis: Redis, keys: QueueKeys, options: HeartbeatOptions): Heartbeat {
+export function startHeartbeat(redis: RedisClient, keys: QueueKeys, options: HeartbeatOptions): Heartbeat {
   const startedAt = Date.now();
   const id = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
   const base: Omit<WorkerInfo, 'lastSeenAt'> = {

@@ -1,6 +1,7 @@
 /** Job counters (issue 9): jobs whose BullMQ counters (ats, atm, stc) are not integers are repaired, not lost. */
+
+import type { RedisClient } from '@mailroom/core/protocol';
 import type { RedisQueueBackend } from 'bullmq';
-import type { Redis } from 'ioredis';
 
 /**
  * The integer counters BullMQ keeps in a job hash and increments in its Lua scripts (HINCRBY):
@@ -132,7 +133,7 @@ type ExecCommand = RedisQueueBackend['execCommand'];
 export function guardJobCounters(backend: RedisQueueBackend, options: CounterGuardOptions): void {
   const execCommand: ExecCommand = backend.execCommand.bind(backend);
 
-  async function repair(client: Redis, ids: string[] = []): Promise<CounterRepair[]> {
+  async function repair(client: RedisClient, ids: string[] = []): Promise<CounterRepair[]> {
     const rows = (await client.eval(
       REPAIR_SCRIPT,
       6,
@@ -156,7 +157,7 @@ export function guardJobCounters(backend: RedisQueueBackend, options: CounterGua
   }
 
   /** Repairs the counters of a fetched job (reply `[[field, value, ...], id, ...]`) in Redis and in the reply. */
-  async function repairFetched(client: Redis, reply: unknown): Promise<void> {
+  async function repairFetched(client: RedisClient, reply: unknown): Promise<void> {
     if (!Array.isArray(reply) || !Array.isArray(reply[0]) || typeof reply[1] !== 'string') return;
     const hash = reply[0] as unknown[];
     const bad = (index: number) =>
@@ -173,7 +174,7 @@ export function guardJobCounters(backend: RedisQueueBackend, options: CounterGua
 
   backend.execCommand = (client, name, args) => {
     // The Redis backend's clients are ioredis ones.
-    const redis = client as unknown as Redis;
+    const redis = client as unknown as RedisClient;
     if (name === 'moveStalledJobsToWait') {
       // Only the jobs this check moves: the stalled set (a whole scan here would cost every worker
       // thousands of reads per stalled interval). The full scan runs when a fetch fails.

@@ -1,5 +1,6 @@
 /** The delivery ledger: a batch's record of what became of each message, written as each one settles. */
 import type { WireMessage } from '@mailroom/core';
+import type { RedisClient } from '@mailroom/core/protocol';
 import {
   decodeEntry,
   encodeEntry,
@@ -14,7 +15,6 @@ import {
   registerScripts,
   type ScriptedRedis,
 } from '@mailroom/core/protocol';
-import type { Redis } from 'ioredis';
 
 /** What the worker must know before sending the next message of a batch. */
 export interface BatchStatus {
@@ -57,7 +57,7 @@ export class Ledger {
   readonly #keys: QueueKeys;
   readonly #ttl: number;
 
-  constructor(redis: Redis, keys: QueueKeys, ttl: number) {
+  constructor(redis: RedisClient, keys: QueueKeys, ttl: number) {
     this.#redis = registerScripts(redis);
     this.#keys = keys;
     this.#ttl = ttl;

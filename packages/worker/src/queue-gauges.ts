@@ -1,6 +1,12 @@
 /** What the /metrics backlog gauges show: a queue's batches and messages by state, and its running campaigns' counters, read at scrape time. */
-import { CAMPAIGN_FIELDS, CAMPAIGN_STATES, type QueueKeys } from '@mailroom/core/protocol';
-import type { Redis } from 'ioredis';
+import {
+  CAMPAIGN_FIELDS,
+  CAMPAIGN_STATES,
+  campaignShardsOf,
+  type QueueLayout,
+  type RedisClient,
+  readPerShard,
+} from '@mailroom/core/protocol';
 
 /** The job states the backlog gauges report (BullMQ's `prioritized` counts as waiting). */
 export const BACKLOG_STATES = ['waiting', 'delayed', 'active', 'failed'] as const;
@@ -72,7 +78,7 @@ end
 return out
 `;
 
-type BacklogRedis = Redis & {
+type BacklogRedis = RedisClient & {
   mailroomBacklog(...keysAndArgs: (string | number)[]): Promise<number[]>;
 };
 
@@ -114,47 +120,60 @@ export function estimateMessages(jobs: number, read: number, messages: number): 
  * are read: a scrape stays within a few milliseconds of Redis time. Rejects with the Redis error.
  */
 export async function readQueueBacklog(
-  redis: Redis,
-  keys: QueueKeys,
+  redis: RedisClient,
+  layout: QueueLayout,
   options: { sampleJobs: number },
 ): Promise<QueueBacklog> {
   const scripted = redis as BacklogRedis;
   if (!('mailroomBacklog' in scripted))
     redis.defineCommand('mailroomBacklog', { numberOfKeys: 5, lua: BACKLOG });
-  const [replies, ids] = await Promise.all([
-    scripted.mailroomBacklog(
-      ...LISTS.map(([list]) => keys.jobSet(list)),
-      keys.base,
-      Math.max(1, Math.floor(options.sampleJobs)),
+  const sample = Math.max(1, Math.floor(options.sampleJobs / layout.shards.length));
+  const [perShard, ids] = await Promise.all([
+    Promise.all(
+      layout.shards.map(({ keys }) =>
+        scripted.mailroomBacklog(...LISTS.map(([list]) => keys.jobSet(list)), keys.base, sample),
+      ),
     ),
-    redis.smembers(keys.campaigns),
+    redis.smembers(layout.home.keys.campaigns),
   ]);
   const states = Object.fromEntries(
     BACKLOG_STATES.map((state) => [state, { batches: 0, messages: 0 }]),
   ) as Record<BacklogState, StateBacklog>;
-  LISTS.forEach(([, state], index) => {
-    const [jobs = 0, read = 0, messages = 0] = replies.slice(index * 3, index * 3 + 3).map(Number);
-    states[state].batches += jobs;
-    states[state].messages += estimateMessages(jobs, read, messages);
-  });
-  return { states, campaigns: await readRunningCampaigns(redis, keys, ids.sort()) };
+  for (const replies of perShard) {
+    LISTS.forEach(([, state], index) => {
+      const [jobs = 0, read = 0, messages = 0] = replies.slice(index * 3, index * 3 + 3).map(Number);
+      states[state].batches += jobs;
+      states[state].messages += estimateMessages(jobs, read, messages);
+    });
+  }
+  return { states, campaigns: await readRunningCampaigns(redis, layout, ids.sort()) };
 }
 
 async function readRunningCampaigns(
-  redis: Redis,
-  keys: QueueKeys,
+  redis: RedisClient,
+  layout: QueueLayout,
   ids: string[],
 ): Promise<CampaignBacklog[]> {
   if (ids.length === 0) return [];
-  const pipeline = redis.pipeline();
-  for (const id of ids) pipeline.hmget(keys.campaign(id), ...CAMPAIGN_COUNTERS);
-  const replies = (await pipeline.exec()) ?? [];
+  // One pipeline per shard: a cluster pipeline holds keys of one node only.
+  const replies = await readPerShard(
+    await campaignShardsOf(redis, layout, ids),
+    async ({ keys }, positions) => {
+      const pipeline = redis.pipeline();
+      for (const position of positions)
+        pipeline.hmget(keys.campaign(ids[position] as string), ...CAMPAIGN_COUNTERS);
+      return (await pipeline.exec()) ?? [];
+    },
+  );
   // Campaigns whose record expired (30 days) leave the set, so that scrapes do not read them forever.
   const gone = ids.filter((_, index) => {
     const fields = replies[index]?.[1];
     return Array.isArray(fields) && fields[0] === null;
   });
-  if (gone.length > 0) await redis.srem(keys.campaigns, ...gone);
+  if (gone.length > 0) {
+    await redis.srem(layout.home.keys.campaigns, ...gone);
+    await redis.hdel(layout.home.keys.campaignShards, ...gone);
+  }
   return ids.flatMap((id, index) => {
     const [error, fields] = replies[index] ?? [null, undefined];
     if (error || !Array.isArray(fields)) return [];

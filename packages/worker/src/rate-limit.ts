@@ -1,7 +1,7 @@
 /** The global rate limit: a GCRA limiter in Redis that books send slots for every replica. */
 import { setTimeout } from 'node:timers/promises';
 import type { RateLimit } from '@mailroom/core';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mailroom/core/protocol';
 
 /**
  * Re-exports of the rate limit parser, which lives in @mailroom/core beside the settings
@@ -27,7 +27,7 @@ redis.call('SET', KEYS[1], tostring(nextTat), 'PX', math.ceil(math.max(nextTat -
 return tostring(wait)
 `;
 
-type ReservingRedis = Redis & {
+type ReservingRedis = RedisClient & {
   mailroomReserveSlot(key: string, interval: string, tolerance: string): Promise<string>;
 };
 
@@ -42,7 +42,7 @@ export class RateLimiter {
   readonly #interval: number;
   readonly #tolerance: number;
 
-  constructor(redis: Redis, key: string, limit: RateLimit) {
+  constructor(redis: RedisClient, key: string, limit: RateLimit) {
     this.limit = limit;
     this.#key = key;
     this.#interval = limit.duration / limit.max;

@@ -1,6 +1,6 @@
 /** Start-up check of the Redis settings that decide whether a Redis restart or a full memory loses mail. */
 import { coerceError } from '@mailroom/core';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@mailroom/core/protocol';
 import type { Logger } from 'pino';
 
 /** The settings read with CONFIG GET (undefined: the server did not say). */
@@ -27,7 +27,7 @@ export interface RedisDurabilityReport {
   snapshotsOnly: boolean;
 }
 
-async function configGet(redis: Redis, name: string): Promise<string | undefined> {
+async function configGet(redis: RedisClient, name: string): Promise<string | undefined> {
   // CONFIG GET answers [name, value] (RESP2); an unknown name answers [].
   const reply = (await redis.config('GET', name)) as unknown;
   if (!Array.isArray(reply)) return undefined;
@@ -39,7 +39,7 @@ async function configGet(redis: Redis, name: string): Promise<string | undefined
  * Reads `appendonly`, `save` and `maxmemory-policy` (CONFIG GET) and says what each means for mail.
  * Never throws: a server that refuses CONFIG (managed Redis, ACLs) gives one `unchecked` problem.
  */
-export async function checkRedisDurability(redis: Redis): Promise<RedisDurabilityReport> {
+export async function checkRedisDurability(redis: RedisClient): Promise<RedisDurabilityReport> {
   let settings: RedisDurabilitySettings;
   try {
     const [appendonly, save, maxmemoryPolicy] = await Promise.all(
@@ -104,7 +104,11 @@ export async function checkRedisDurability(redis: Redis): Promise<RedisDurabilit
  * Runs {@link checkRedisDurability} and logs each problem as a warning (or one info line saying the
  * settings are safe). Never throws.
  */
-export async function warnAboutRedisDurability(redis: Redis, logger: Logger, queue: string): Promise<void> {
+export async function warnAboutRedisDurability(
+  redis: RedisClient,
+  logger: Logger,
+  queue: string,
+): Promise<void> {
   const { settings, problems, snapshotsOnly } = await checkRedisDurability(redis);
   const fields = {
     queue,

@@ -4,9 +4,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { coerceError } from '@mailroom/core';
+import type { RedisClient } from '@mailroom/core/protocol';
 import { type BatchJobData, protocolDefaults, SECOND } from '@mailroom/core/protocol';
 import { type Job, type JobJson, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 
 /**
  * Options an unreadable job is failed with, whatever its own say: no retry, and kept as long as the
@@ -217,7 +217,7 @@ export class MailroomWorker extends Worker<BatchJobData> {
  * (`token`) is still ours. Resolves with the reason to fail the job with.
  */
 export async function standInForUnreadableJob(
-  redis: Redis,
+  redis: RedisClient,
   jobKey: string,
   token: string | undefined,
   unreadable: Unreadable,

@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { ConfigError, coerceError, ValidationError } from '@mailroom/core';
+import type { RedisClient } from '@mailroom/core/protocol';
 import {
   createRedis,
   describeRedis,
@@ -18,7 +19,6 @@ import {
   waitForRedis,
 } from '@mailroom/core/protocol';
 import { escapeHtml } from '@mailroom/producer';
-import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { listenHttp } from './http.js';
 
@@ -39,7 +39,7 @@ export const unsubscribeDefaults = {
 /** Options of {@link createUnsubscribeHandler}. */
 export interface UnsubscribeHandlerOptions {
   /** The queue's Redis, an ioredis client the caller owns (never closed here). */
-  redis: Redis;
+  redis: RedisClient;
   /** Key prefix of the queue (MAILROOM_PREFIX). Default `{mailroom}`. */
   prefix?: string;
   /** The queue whose suppression list unsubscribes go on; a token signed for another queue is refused. */
@@ -181,7 +181,10 @@ export function createUnsubscribeHandler(options: UnsubscribeHandlerOptions): Un
         logger.warn(where, 'unsubscribe link with an unusable address refused');
         return send(response, 400, plainText(REFUSALS.forged));
       }
-      logger.warn({ ...where, err: err.message }, 'unsubscribe not recorded: Redis failed; answered 503');
+      logger.warn(
+        { ...where, err: err.message },
+        'unsubscribe not recorded: RedisClient failed; answered 503',
+      );
       // The mailbox provider retries a 5xx later; the person at a browser is told to.
       return send(response, 503, plainText(UNAVAILABLE), { 'retry-after': '60' });
     }
@@ -205,7 +208,7 @@ export function createUnsubscribeHandler(options: UnsubscribeHandlerOptions): Un
 
 /**
  * Starts the endpoint of {@link createUnsubscribeHandler} on `host:port` (0 picks a free port), once
- * Redis answers: Redis unreachable for `connectTimeout` throws MailError EREDIS naming it (without a
+ * Redis answers: RedisClient unreachable for `connectTimeout` throws MailError EREDIS naming it (without a
  * password). Its own Redis connection fails fast (no offline queue), so a request during an outage
  * gets its 503 at once; it reconnects by itself. Throws ConfigError for bad `secrets`, and the
  * listen error (EADDRINUSE...) when the port cannot be had.

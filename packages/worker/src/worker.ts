@@ -14,14 +14,18 @@ import {
 import {
   type BatchJobData,
   CAMPAIGN_STATES,
+  checkShardCount,
+  claimLayout,
   createRedis,
   type LedgerEntry,
-  queueKeys,
+  type QueueShard,
+  queueLayout,
+  type RedisClient,
   type RedisInput,
+  redisInputFrom,
   SuppressionList,
 } from '@mailroom/core/protocol';
 import { type Job, UnrecoverableError, type Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { type Logger, pino } from 'pino';
 import { applyDecision } from './apply-decision.js';
 import { AutoSuppress } from './auto-suppress.js';
@@ -44,8 +48,16 @@ export { retryDelay } from './apply-decision.js';
 
 /** Options of {@link createWorker}; defaults in workerDefaults. */
 export interface WorkerOptions {
-  /** Redis URL, ioredis options or client. Default REDIS_URL. */
+  /**
+   * Redis URL, ioredis options, `{ cluster: 'host:port,...' }` seed nodes, or a client (one node or
+   * an ioredis Cluster). Default REDIS_CLUSTER_NODES when set, else REDIS_URL.
+   */
   redis?: RedisInput;
+  /**
+   * Shards of the queue, as the producers have it (1 to 64): the worker takes batches from every
+   * shard, its concurrency split over them (at least one each). Default MAILROOM_SHARDS, else 1.
+   */
+  shards?: number;
   /** Default `mail`; checked by validateQueueName (ConfigError), as the producer's. */
   queue?: string;
   /** Default `{mailroom}`. */
@@ -104,10 +116,16 @@ export interface WorkerOptions {
 /** A running worker. */
 export interface MailWorker {
   readonly queue: string;
+  /** The BullMQ worker of the home shard (shard 0). */
   readonly bullWorker: Worker<BatchJobData>;
+  /** One BullMQ worker per shard (index = shard index). */
+  readonly bullWorkers: readonly Worker<BatchJobData>[];
   readonly metrics: WorkerMetrics;
   readonly logger: Logger;
-  /** Resolves when the worker is connected to Redis. */
+  /**
+   * Resolves when the worker is connected to Redis and taking jobs; rejects with a ConfigError when
+   * the queue is laid out over another number of shards that still hold jobs (layout-record.ts).
+   */
   waitUntilReady(): Promise<void>;
   /**
    * Graceful shutdown: stop taking jobs, let each in-flight message finish, record progress, put
@@ -207,11 +225,18 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   const makeBackend = backendFactory(options, smtpTimeout);
   const logger = options.logger ?? pino({ name: 'mailroom-worker', level: process.env.LOG_LEVEL ?? 'info' });
   const metrics = options.metrics ?? new PrometheusMetrics();
-  const keys = queueKeys(prefix, queue);
+  const layout = queueLayout(
+    prefix,
+    queue,
+    checkShardCount(options.shards ?? settings.MAILROOM_SHARDS, 'shards'),
+  );
+  // Queue-wide keys (rate limit, suppression list, epoch, worker registry) are the home shard's.
+  const keys = layout.home.keys;
 
   // The worker holds on (BullMQ production guide): commands wait for a reconnect instead of failing.
   // Named so that CLIENT LIST shows which worker and queue a connection belongs to.
-  const { client: redis, owned } = createRedis(options.redis ?? settings.REDIS_URL, {
+  const redisInput = options.redis ?? redisInputFrom(settings.REDIS_URL, settings.REDIS_CLUSTER_NODES);
+  const { client: redis, owned } = createRedis(redisInput, {
     maxRetriesPerRequest: null,
     // validateQueueName allows only characters CLIENT SETNAME takes.
     connectionName: `mailroom-worker:${queue}`,
@@ -223,15 +248,13 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
     maxInterval: workerDefaults.logRepeatMaxInterval,
   });
   redis.on('error', (error) => errorLog.log('warn', { err: error.message }, 'redis connection error'));
-  const ledger = new Ledger(redis, keys, workerDefaults.ledgerTtl);
   const rateLimiter = rateLimit ? new RateLimiter(redis, keys.rate, rateLimit) : undefined;
   // The same client as the ledger's: a batch's hard bounces reach Redis ahead of its ledger write.
   const suppression = new SuppressionList(redis, keys);
   const autoSuppress = new AutoSuppress(suppression, logger, metrics);
   // Notices Redis losing its data, and warns at start-up when Redis is set up to lose it.
-  const dataLoss = startDataLossMonitor(redis, keys, { queue, logger });
+  const dataLoss = startDataLossMonitor(redis, layout, { queue, logger });
   const shutdown = new AbortController();
-  const decodeContext = { redis, base: keys.base, ledger, maxUnpackedBytes, logger, metrics };
   // Announces this process on the queue until close(): `mailroom stats` lists it, and the CLI warns
   // when nobody is consuming a queue a campaign waits on.
   const heartbeat = startHeartbeat(redis, keys, {
@@ -244,7 +267,7 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   // connection would hold the command (and the scrape) until it is back.
   const untrackQueue = metrics.trackQueue?.(queue, async () => {
     if (redis.status !== 'ready') return undefined;
-    const reading = readQueueBacklog(redis, keys, { sampleJobs: workerDefaults.backlogSampleJobs });
+    const reading = readQueueBacklog(redis, layout, { sampleJobs: workerDefaults.backlogSampleJobs });
     reading.catch((error: unknown) =>
       errorLog.log(
         'warn',
@@ -268,6 +291,7 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
    * sent; returns the others. One HMGET per campaign batch. Campaign messages have one recipient.
    */
   async function dropSuppressed(
+    ledger: Ledger,
     batch: BatchRef,
     pending: PendingMessage[],
     entries: Map<number, LedgerEntry>,
@@ -289,10 +313,11 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   }
 
   /**
-   * One batch, as steps: decode the job, deliver what is pending over one connection, decide what
-   * happens to the job, carry that out. Each step lives in its own module.
+   * One batch of `shard`, as steps: decode the job, deliver what is pending over one connection,
+   * decide what happens to the job, carry that out. Each step lives in its own module.
    */
-  async function processJob(job: Job<BatchJobData>, token?: string): Promise<BatchCounts> {
+  async function processJob(shard: ShardParts, job: Job<BatchJobData>, token?: string): Promise<BatchCounts> {
+    const { ledger, decodeContext } = shard;
     const startedAt = Date.now();
     const jobId = job.id as string;
     const finish = (outcome: Parameters<WorkerMetrics['batchFinished']>[1]) =>
@@ -313,7 +338,7 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
         : { campaignState: '' };
       let pending = decoded.pending;
       if (batch.campaign && pending.length > 0 && campaignState === CAMPAIGN_STATES.running) {
-        pending = await dropSuppressed(batch, pending, entries);
+        pending = await dropSuppressed(ledger, batch, pending, entries);
       }
       let stopped: StopReason | undefined;
       let connectionError: Error | undefined;
@@ -382,24 +407,69 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
     }
   }
 
-  const bullWorker = new BullWorker(queue, processJob, {
-    connection: redis,
-    prefix,
-    concurrency,
-    autorun: options.autorun ?? true,
-    lockDuration,
-    stalledInterval,
-    maxStalledCount,
+  /** A shard's own parts: its ledger keys and the BullMQ worker that takes its batches. */
+  interface ShardParts {
+    readonly shard: QueueShard;
+    readonly ledger: Ledger;
+    readonly decodeContext: Parameters<typeof decodeJob>[2];
+  }
+
+  // Concurrency split over the shards, at least one batch each; the shards that get one more start at
+  // a random one, so that across replicas no shard is always the short one.
+  const count = layout.shards.length;
+  const offset = Math.floor(Math.random() * count);
+  const shares = layout.shards.map(({ index }) =>
+    Math.max(
+      1,
+      Math.floor(concurrency / count) + ((index - offset + count) % count < concurrency % count ? 1 : 0),
+    ),
+  );
+  const bullWorkers = layout.shards.map((shard) => {
+    const ledger = new Ledger(redis, shard.keys, workerDefaults.ledgerTtl);
+    const parts: ShardParts = {
+      shard,
+      ledger,
+      decodeContext: { redis, base: shard.keys.base, ledger, maxUnpackedBytes, logger, metrics },
+    };
+    const worker = new BullWorker(queue, (job, token) => processJob(parts, job, token), {
+      connection: redis,
+      prefix: shard.prefix,
+      concurrency: shares[shard.index] as number,
+      // Started once the layout is claimed (below): never on a layout the producers do not write.
+      autorun: false,
+      lockDuration,
+      stalledInterval,
+      maxStalledCount,
+    });
+    worker.on('error', (error) => errorLog.log('error', { err: error.message }, 'worker error'));
+    worker.onCounterRepair = ({ jobId, field, value, standIn }) =>
+      logger.error({ jobId, field, value, standIn }, 'job counter is not an integer: repaired, job goes on');
+    worker.on('active', (job) => dataLoss.noteCampaign(job.data?.campaign));
+    // Once BullMQ has recorded a completion the batch can never run again: a clean batch's ledger has
+    // done its job. One with failures (sent with failSilently) keeps it for ledgerTtl: the record of
+    // what failed and why.
+    worker.on('completed', (job, result: Record<string, number> | undefined) => {
+      if (job.id && !result?.failed) redis.unlink(shard.keys.ledger(job.id)).catch(() => {});
+    });
+    return worker;
   });
-  bullWorker.on('error', (error) => errorLog.log('error', { err: error.message }, 'worker error'));
-  bullWorker.onCounterRepair = ({ jobId, field, value, standIn }) =>
-    logger.error({ jobId, field, value, standIn }, 'job counter is not an integer: repaired, job goes on');
-  bullWorker.on('active', (job) => dataLoss.noteCampaign(job.data?.campaign));
-  // Once BullMQ has recorded a completion the batch can never run again: a clean batch's ledger has
-  // done its job. One with failures (sent with failSilently) keeps it for ledgerTtl: the record of
-  // what failed and why.
-  bullWorker.on('completed', (job, result: Record<string, number> | undefined) => {
-    if (job.id && !result?.failed) redis.unlink(keys.ledger(job.id)).catch(() => {});
+  const bullWorker = bullWorkers[0] as BullWorker;
+  // The layout first: a worker started with another MAILROOM_SHARDS than the queue's refuses to start
+  // while the shards it would not read hold jobs (and records its count once they are drained).
+  const started = (async () => {
+    await claimLayout(redis, layout);
+    if (options.autorun === false) return;
+    for (const worker of bullWorkers) {
+      worker
+        .run()
+        .catch((error: unknown) =>
+          errorLog.log('error', { err: coerceError(error).message }, 'worker stopped taking jobs'),
+        );
+    }
+  })();
+  started.catch((error: unknown) => {
+    // Closed while starting: the connection went with it, nothing to report.
+    if (closing === undefined) logger.error({ queue, err: coerceError(error).message }, 'worker cannot start');
   });
 
   let closing: Promise<void> | undefined;
@@ -420,9 +490,13 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
       // A worker shutting down takes no new batch: it stops counting as one consuming the queue.
       const withdrawn = heartbeat.stop();
       // Waits for the batches in flight, each of which stops after the messages on the wire (a window at most).
-      const bullClosed = bullWorker.close().catch((error: unknown) => {
-        logger.warn({ err: coerceError(error).message }, 'closing the BullMQ worker failed');
-      });
+      const bullClosed = Promise.all(
+        bullWorkers.map((worker) =>
+          worker.close().catch((error: unknown) => {
+            logger.warn({ err: coerceError(error).message }, 'closing the BullMQ worker failed');
+          }),
+        ),
+      );
       if (!(await settlesBy(bullClosed, gracefulUntil))) {
         logger.warn(
           { queue, shutdownTimeout },
@@ -431,12 +505,13 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
         // The messages on the wire fail as connection errors; while Redis answers, the rest of their
         // batch still goes back on the queue, and then BullMQ's close ends. Without Redis it never will.
         await settlesBy(connections.closeInUse(), cutUntil);
-        if (redis.status !== 'ready' || !(await settlesBy(bullClosed, cutUntil))) bullWorker.forceClose();
+        if (redis.status !== 'ready' || !(await settlesBy(bullClosed, cutUntil)))
+          for (const worker of bullWorkers) worker.forceClose();
       }
       await settlesBy(connections.closeAll(), cutUntil);
       await settlesBy(withdrawn, cutUntil);
       if (owned) {
-        const client = redis as Redis;
+        const client = redis as RedisClient;
         if (client.status === 'ready') await settlesBy(client.quit(), cutUntil);
         // Unanswered, refused or never sent, QUIT must leave no reconnect timer behind.
         if (client.status !== 'end') client.disconnect();
@@ -450,16 +525,19 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   return {
     queue,
     bullWorker,
+    bullWorkers,
     metrics,
     logger,
     waitUntilReady: async () => {
-      await bullWorker.waitUntilReady();
+      await started;
+      await Promise.all(bullWorkers.map((worker) => worker.waitUntilReady()));
     },
     close,
     get closing() {
       return closing !== undefined;
     },
-    isReady: () => closing === undefined && redis.status === 'ready' && bullWorker.isRunning(),
+    isReady: () =>
+      closing === undefined && redis.status === 'ready' && bullWorkers.every((worker) => worker.isRunning()),
     heartbeat,
   };
 }

@@ -4,7 +4,7 @@
  * (queue-gauges.ts) counts batches and messages per state and the running campaigns.
  */
 import { EmailMessage } from '@mailroom/core';
-import { liveWorkers, protocolDefaults, queueKeys } from '@mailroom/core/protocol';
+import { liveWorkers, protocolDefaults, queueKeys, queueLayout } from '@mailroom/core/protocol';
 import { cancelCampaign, createProducer, startCampaign } from '@mailroom/producer';
 import { describe, expect, it } from 'vitest';
 import { freshQueue, useHarness } from '../../../test/support/harness.js';
@@ -65,7 +65,7 @@ describe('worker heartbeat', () => {
 describe('readQueueBacklog', () => {
   it('counts batches and their messages per state, and the pending messages of running campaigns', async () => {
     const queue = freshQueue(harness, 'backlog');
-    const keys = queueKeys(protocolDefaults.prefix, queue);
+    const layout = queueLayout(protocolDefaults.prefix, queue);
     const { logger } = captureLogger();
     const producer = createProducer({ redis: REDIS_URL, queue, batchSize: 5, logger });
     harness.onCleanup(() => producer.close());
@@ -83,7 +83,9 @@ describe('readQueueBacklog', () => {
     });
     await campaign.enqueued;
 
-    const backlog = await readQueueBacklog(harness.redis, keys, { sampleJobs: 100 });
+    const backlog = await readQueueBacklog(harness.redis, layout, {
+      sampleJobs: 100,
+    });
     // 12 in batches of 5, 5, 2; the campaign's 7 in 5, 2.
     expect(backlog.states).toEqual({
       waiting: { batches: 5, messages: 19 },
@@ -94,13 +96,21 @@ describe('readQueueBacklog', () => {
     expect(backlog.campaigns).toEqual([{ id: 'june', sent: 0, failed: 0, pending: 7 }]);
 
     // Past the sample, the rest of a state is estimated from the batches read.
-    const sampled = await readQueueBacklog(harness.redis, keys, { sampleJobs: 1 });
+    const sampled = await readQueueBacklog(harness.redis, layout, {
+      sampleJobs: 1,
+    });
     expect(sampled.states.waiting.batches).toBe(5);
     expect([10, 25]).toContain(sampled.states.waiting.messages);
 
     // A cancelled campaign no longer runs: it is left out.
     await cancelCampaign(producer, 'june');
-    expect((await readQueueBacklog(harness.redis, keys, { sampleJobs: 100 })).campaigns).toEqual([]);
+    expect(
+      (
+        await readQueueBacklog(harness.redis, layout, {
+          sampleJobs: 100,
+        })
+      ).campaigns,
+    ).toEqual([]);
   });
 
   it('estimates at the average of the batches read, exactly when all were read', () => {

@@ -42,10 +42,14 @@ end
 return 1
 `;
 
-/** Which of the given (bucket key, field) pairs (ARGV) were seen before: 1 or 0 per pair. */
+/**
+ * Which of the given addresses were seen before: 1 or 0 per (KEYS[i], ARGV[i]) pair of bucket key and
+ * field. The buckets are declared keys (one hash tag, one slot), so a Redis Cluster client routes the
+ * script to the node that holds them.
+ */
 export const SEEN = `
 local out = {}
-for i = 1, #ARGV, 2 do out[#out + 1] = redis.call('HEXISTS', ARGV[i], ARGV[i + 1]) end
+for i = 1, #KEYS do out[i] = redis.call('HEXISTS', KEYS[i], ARGV[i]) end
 return out
 `;
 

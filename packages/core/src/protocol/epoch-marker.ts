@@ -1,9 +1,10 @@
 /** The queue's epoch marker: its fields, what a loss recorded on it looks like, and how to read it. */
-import type { Redis } from 'ioredis';
+
 import { z } from 'zod';
 import { MailError, type MailErrorDetails } from '../errors.js';
 import { protocolDefaults } from './defaults.js';
 import type { QueueKeys } from './keys.js';
+import type { RedisClient } from './redis.js';
 
 /**
  * The fields of the marker hash (`keys.epoch`), for the code and the Lua scripts (epoch-scripts.ts)
@@ -85,7 +86,7 @@ export interface RecordedLoss {
 
 /**
  * The marker: a hash `<prefix>:<queue>:epoch` with a random `id` that lives exactly as long as the
- * queue's data. When a process that remembers an id finds the marker gone or with another id, Redis
+ * queue's data. When a process that remembers an id finds the marker gone or with another id, RedisClient
  * lost the data it remembered.
  */
 export interface EpochMarker {
@@ -183,7 +184,7 @@ export function parseEpochMarker(hash: Record<string, string>): EpochMarker | un
 }
 
 /** Reads the queue's marker; undefined when there is none. Throws what Redis throws. */
-export async function readEpochMarker(redis: Redis, keys: QueueKeys): Promise<EpochMarker | undefined> {
+export async function readEpochMarker(redis: RedisClient, keys: QueueKeys): Promise<EpochMarker | undefined> {
   return parseEpochMarker(await redis.hgetall(keys.epoch));
 }
 

@@ -1,7 +1,6 @@
 /** EpochWatch: how a running process notices that Redis lost its queue's data, and what it records then. */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Redis } from 'ioredis';
 import { coerceError } from '../errors.js';
 import {
   type CampaignProgress,
@@ -15,6 +14,7 @@ import {
   withoutUndefined,
 } from './epoch-marker.js';
 import type { QueueKeys } from './keys.js';
+import type { RedisClient } from './redis.js';
 import { registerScripts, type ScriptedRedis } from './scripts.js';
 
 /** The logging EpochWatch needs: pino's `logger.error(object, message)`. */
@@ -33,7 +33,7 @@ function pairs(flat: string[]): Record<string, string> {
  * whole seconds, so only a start more than a second after `since` is sure. Undefined otherwise, and
  * when INFO is not allowed.
  */
-async function redisStartedAfter(redis: Redis, since: number): Promise<number | undefined> {
+async function redisStartedAfter(redis: RedisClient, since: number): Promise<number | undefined> {
   try {
     const uptime = /uptime_in_seconds:(\d+)/.exec(await redis.info('server'))?.[1];
     if (uptime === undefined) return undefined;
@@ -63,7 +63,7 @@ export interface EpochWatchOptions {
 
 /**
  * What one process knows of its queue's epoch: the marker it saw last and the campaigns it knew, so
- * that when the marker vanishes (Redis restarted without persistence, was flushed, evicted the key)
+ * that when the marker vanishes (RedisClient restarted without persistence, was flushed, evicted the key)
  * it can say so at once, loudly, with what was lost, and record the loss (the campaigns by id) on a
  * new marker for the producer's startCampaign and campaignStatus to find. Nothing remembers across a
  * restart of every process together with Redis: that is what Redis persistence is for.
@@ -80,7 +80,7 @@ export class EpochWatch {
   readonly #losses: DataLoss[] = [];
   #checking: Promise<void> | undefined;
 
-  constructor(redis: Redis, keys: QueueKeys, options: EpochWatchOptions) {
+  constructor(redis: RedisClient, keys: QueueKeys, options: EpochWatchOptions) {
     this.#redis = registerScripts(redis);
     this.#keys = keys;
     this.#options = options;

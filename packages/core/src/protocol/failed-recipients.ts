@@ -71,10 +71,16 @@ export function parseRetryClaim(
 /** ARGV of {@link CLAIM_RETRY} before its addresses: claim id, now ms, transient only, before ms. */
 export const CLAIM_FIXED_ARGS = 4;
 
+/** ARGV of {@link CLAIM_RETRY} per address: address, ledger key, ledger field, suppressed ('1' or '0'). */
+export const CLAIM_ARGS_PER_ADDRESS = 4;
+
 /**
  * Claims failed recipients of a campaign for a retry, each at most once whoever else claims at the
  * same time: per address (ARGV after the fixed ones: address, ledger key, ledger field, as the
- * record names them; '' when it names none), in one atomic step, it moves the record from the
+ * record names them, '' when it names none, and '1' when the address is on the suppression list,
+ * looked up just before: the list lives on the queue's home shard, which on a sharded queue is
+ * another cluster node than the campaign's; a worker checks the list again before it sends), in one
+ * atomic step, it moves the record from the
  * failed hash to the retrying hash and takes it back out of the campaign's `failed` count and
  * failures-by-reason hash (the worker counts the retried message again when it settles). Left
  * alone: an address no longer in the failed hash (claimed already), a failure that became final at
@@ -85,15 +91,14 @@ export const CLAIM_FIXED_ARGS = 4;
  * ledger entry, if still exhausted (`x`), becomes permanent (`f`), so that `mailroom failed retry`
  * cannot reopen it after this retry took it.
  *
- * KEYS: failed recipients hash, retrying hash, campaign hash, failures-by-reason hash, suppression
- * hash. Returns {suppressed, in flight, stale, then address and record of each claim}.
+ * KEYS: failed recipients hash, retrying hash, campaign hash, failures-by-reason hash. Returns {suppressed, in flight, stale, then address and record of each claim}.
  */
 export const CLAIM_RETRY = `
 local claim, now, transientOnly, before = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
 local suppressed, inFlight, stale = 0, 0, 0
 local claimed = {}
-for i = ${CLAIM_FIXED_ARGS + 1}, #ARGV, 3 do
-  local address, ledger, field = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = ${CLAIM_FIXED_ARGS + 1}, #ARGV, ${CLAIM_ARGS_PER_ADDRESS} do
+  local address, ledger, field, isSuppressed = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] == '1'
   local raw = redis.call('HGET', KEYS[1], address)
   local ok, record = false, nil
   if raw then ok, record = pcall(cjson.decode, raw) end
@@ -107,7 +112,7 @@ for i = ${CLAIM_FIXED_ARGS + 1}, #ARGV, 3 do
       stale = stale + 1
     elseif letter == '${STATE.transient}' then
       inFlight = inFlight + 1
-    elseif redis.call('HEXISTS', KEYS[5], address) == 1 then
+    elseif isSuppressed then
       suppressed = suppressed + 1
     else
       -- The old batch's entry becomes permanent: \`mailroom failed retry\` (REOPEN_EXHAUSTED) reopens

@@ -16,6 +16,7 @@ export {
   INVALID_ROWS_KEPT,
   type StoredCampaignState,
 } from './campaign-record.js';
+export { type ClusterSeed, type ClusterSpec, describeCluster, parseClusterNodes } from './cluster-nodes.js';
 export {
   DAY,
   HOUR,
@@ -43,6 +44,7 @@ export {
 } from './epoch-marker.js';
 export { type EpochLogger, EpochWatch, type EpochWatchOptions } from './epoch-watch.js';
 export {
+  CLAIM_ARGS_PER_ADDRESS,
   CLAIM_FIXED_ARGS,
   encodeFailedRecipient,
   type FailedRecipientRecord,
@@ -51,6 +53,13 @@ export {
   parseRetryClaim,
 } from './failed-recipients.js';
 export { type BullJobSet, type QueueKeys, queueKeys } from './keys.js';
+export {
+  campaignShardOf,
+  campaignShardsOf,
+  claimLayout,
+  readPerShard,
+  unfinishedJobs,
+} from './layout-record.js';
 export {
   decodeEntry,
   encodeEntry,
@@ -63,8 +72,25 @@ export {
   ledgerMessageField,
   type RefusedRecipient,
 } from './ledger-entry.js';
-export { createRedis, describeRedis, type RedisInput, redactRedisUrl, waitForRedis } from './redis.js';
+export {
+  createRedis,
+  describeRedis,
+  type RedisClient,
+  type RedisInput,
+  redactRedisUrl,
+  redisInputFrom,
+  waitForRedis,
+} from './redis.js';
 export { type MailroomCommands, registerScripts, type ScriptedRedis } from './scripts.js';
+export {
+  checkShardCount,
+  hashTag,
+  MAX_SHARDS,
+  type QueueLayout,
+  type QueueShard,
+  queueLayout,
+  shardPrefix,
+} from './shards.js';
 export {
   normalizeSuppressedAddress,
   SOURCE_LENGTH,

@@ -67,6 +67,16 @@ export interface QueueKeys {
   readonly workers: string;
   /** One worker's announcement (JSON string, expires 3 heartbeats after the last one: workers.ts). */
   worker(id: string): string;
+  /**
+   * The shard count the queue was laid out with (string, home shard): what producers and workers
+   * started with another MAILROOM_SHARDS check against (layout-record.ts).
+   */
+  readonly layout: string;
+  /**
+   * Which shard each campaign lives on (hash, home shard: campaign id → the shard's prefix), fixed
+   * when the campaign starts, so its record stays readable whatever MAILROOM_SHARDS says later.
+   */
+  readonly campaignShards: string;
   /** BullMQ's lock of a job being processed (value: the worker's token). */
   jobLock(jobId: string): string;
   /** BullMQ's deduplication key (value: the job id), which carries idempotency keys. */
@@ -96,6 +106,8 @@ export function queueKeys(prefix: string, queue: string): QueueKeys {
     suppression: `${base}:suppression`,
     workers: `${base}:workers`,
     worker: (id) => `${base}:workers:${id}`,
+    layout: `${base}:layout`,
+    campaignShards: `${base}:campaign-shards`,
     jobLock: (jobId) => `${base}:${jobId}:lock`,
     deduplication: (id) => `${base}:de:${id}`,
     jobSet: (state) => `${base}:${state}`,

@@ -1,9 +1,36 @@
-/** Redis connections both sides make: createRedis, waitForRedis, and descriptions without credentials. */
-import { Redis, type RedisOptions } from 'ioredis';
+/** Redis connections both sides make (one node or a Cluster): createRedis, waitForRedis, descriptions without credentials. */
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import { MailError } from '../errors.js';
+import { type ClusterSpec, describeCluster, parseClusterNodes } from './cluster-nodes.js';
 
-/** Where Redis is: a `redis://` URL, ioredis options, or a ready ioredis client (not closed by us). */
-export type RedisInput = string | RedisOptions | Redis;
+/** A connection to Redis: one node (ioredis `Redis`) or a Redis Cluster (ioredis `Cluster`). */
+export type RedisClient = Redis | Cluster;
+
+/**
+ * Where Redis is: a `redis://` URL, ioredis options, `{ cluster: ... }` (seed nodes, as
+ * REDIS_CLUSTER_NODES writes them, or parsed), or a ready ioredis client, one node or a Cluster (not
+ * closed by us).
+ */
+export type RedisInput = string | RedisOptions | { cluster: string | ClusterSpec } | Redis | Cluster;
+
+/**
+ * The Redis of the settings: REDIS_CLUSTER_NODES when set (it takes precedence), else REDIS_URL.
+ * `clusterNodes` and `url` are the two settings' values.
+ */
+export function redisInputFrom(url: string, clusterNodes: string | null): RedisInput {
+  return clusterNodes ? { cluster: clusterNodes } : url;
+}
+
+function clusterSpecOf(input: RedisInput): ClusterSpec | undefined {
+  if (
+    typeof input !== 'object' ||
+    input instanceof Redis ||
+    input instanceof Cluster ||
+    !('cluster' in input)
+  )
+    return undefined;
+  return typeof input.cluster === 'string' ? parseClusterNodes(input.cluster) : input.cluster;
+}
 
 /** Hides the password of a Redis URL, for logs and errors. */
 export function redactRedisUrl(url: string): string {
@@ -19,18 +46,60 @@ export function redactRedisUrl(url: string): string {
 /** A human description of where a client points, without credentials. */
 export function describeRedis(input: RedisInput): string {
   if (typeof input === 'string') return redactRedisUrl(input);
+  const spec = clusterSpecOf(input);
+  if (spec) return describeCluster(spec);
+  if (input instanceof Cluster) return 'Redis Cluster (a client given)';
   if (input instanceof Redis) return `${input.options.host ?? '127.0.0.1'}:${input.options.port ?? 6379}`;
-  return `${input.host ?? '127.0.0.1'}:${input.port ?? 6379}`;
+  const options = input as RedisOptions;
+  return `${options.host ?? '127.0.0.1'}:${options.port ?? 6379}`;
 }
 
 /**
- * Creates an ioredis client from a URL or options, merged with `overrides`. An existing client is
- * returned as is (the caller keeps ownership).
+ * ioredis Cluster options for `spec` with the per-connection `overrides` a caller gives for one node:
+ * what concerns each node connection goes to `redisOptions`, the offline queue, lazy connect and the
+ * retry strategy apply to the cluster as a whole. With TLS, node addresses are used as given (no DNS
+ * lookup that would break certificate names, as ioredis advises for managed clusters).
  */
-export function createRedis(input: RedisInput, overrides: RedisOptions): { client: Redis; owned: boolean } {
-  if (input instanceof Redis) return { client: input, owned: false };
+function clusterOptions(spec: ClusterSpec, overrides: RedisOptions): ClusterOptions {
+  const { enableOfflineQueue, lazyConnect, retryStrategy, ...perNode } = overrides;
+  return {
+    redisOptions: {
+      ...(spec.username === undefined ? {} : { username: spec.username }),
+      ...(spec.password === undefined ? {} : { password: spec.password }),
+      ...(spec.tls ? { tls: {} } : {}),
+      ...perNode,
+    },
+    ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
+    ...(lazyConnect === undefined ? {} : { lazyConnect }),
+    ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) } : {}),
+    ...(spec.tls ? { dnsLookup: (address, callback) => callback(null, address) } : {}),
+  };
+}
+
+/**
+ * Creates an ioredis client from a URL or options, merged with `overrides`, or an ioredis Cluster
+ * client from `{ cluster }` seed nodes (the overrides then apply to every node connection). An
+ * existing client is returned as is (the caller keeps ownership).
+ */
+export function createRedis(
+  input: RedisInput,
+  overrides: RedisOptions,
+): { client: RedisClient; owned: boolean } {
+  if (input instanceof Redis || input instanceof Cluster) return { client: input, owned: false };
+  const spec = clusterSpecOf(input);
+  if (spec) {
+    return {
+      client: new Cluster(
+        spec.seeds.map(({ host, port }) => ({ host, port })),
+        clusterOptions(spec, overrides),
+      ),
+      owned: true,
+    };
+  }
   const client =
-    typeof input === 'string' ? new Redis(input, overrides) : new Redis({ ...input, ...overrides });
+    typeof input === 'string'
+      ? new Redis(input, overrides)
+      : new Redis({ ...(input as RedisOptions), ...overrides });
   return { client, owned: true };
 }
 
@@ -40,7 +109,7 @@ export function createRedis(input: RedisInput, overrides: RedisOptions): { clien
  * fail-fast check of the producer.
  */
 export async function waitForRedis(
-  client: Redis,
+  client: RedisClient,
   where: string,
   timeoutMs: number,
   lastError: () => Error | undefined,

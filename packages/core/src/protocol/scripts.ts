@@ -1,9 +1,10 @@
 /** Registers every mailroom Lua script on an ioredis client, as typed commands. */
-import type { Redis } from 'ioredis';
+
 import { COMMIT_CHUNK, SEEN, TRANSITION } from './campaign-scripts.js';
 import { ENSURE_EPOCH, RECORD_LOSS } from './epoch-scripts.js';
 import { CLAIM_RETRY } from './failed-recipients.js';
 import { CHECK, RECORD, REOPEN_EXHAUSTED } from './ledger-scripts.js';
+import type { RedisClient } from './redis.js';
 
 type Argument = string | Buffer | number;
 
@@ -11,7 +12,7 @@ type Argument = string | Buffer | number;
 export interface MailroomCommands {
   /** campaign-scripts.ts COMMIT_CHUNK: 1 when the chunk was counted, 0 when it had been already. */
   mailroomCommitChunk(...keysAndArgs: Argument[]): Promise<number>;
-  /** campaign-scripts.ts SEEN: 1 or 0 per (bucket key, field) pair. */
+  /** campaign-scripts.ts SEEN: the number of pairs, the bucket keys, then the fields; 1 or 0 per pair. */
   mailroomSeen(...args: Argument[]): Promise<number[]>;
   /** campaign-scripts.ts TRANSITION: the state found, '' when there is no campaign. */
   mailroomTransition(...keysAndArgs: string[]): Promise<string>;
@@ -30,16 +31,16 @@ export interface MailroomCommands {
 }
 
 /** An ioredis client with the mailroom commands. */
-export type ScriptedRedis = Redis & MailroomCommands;
+export type ScriptedRedis = RedisClient & MailroomCommands;
 
-const SCRIPTS: Record<keyof MailroomCommands, { numberOfKeys: number; lua: string }> = {
+const SCRIPTS: Record<keyof MailroomCommands, { numberOfKeys?: number; lua: string }> = {
   mailroomCommitChunk: { numberOfKeys: 4, lua: COMMIT_CHUNK },
-  mailroomSeen: { numberOfKeys: 0, lua: SEEN },
+  mailroomSeen: { lua: SEEN },
   mailroomTransition: { numberOfKeys: 1, lua: TRANSITION },
   mailroomRecord: { numberOfKeys: 6, lua: RECORD },
   mailroomCheck: { numberOfKeys: 6, lua: CHECK },
   mailroomReopenExhausted: { numberOfKeys: 4, lua: REOPEN_EXHAUSTED },
-  mailroomClaimRetry: { numberOfKeys: 5, lua: CLAIM_RETRY },
+  mailroomClaimRetry: { numberOfKeys: 4, lua: CLAIM_RETRY },
   mailroomEnsureEpoch: { numberOfKeys: 1, lua: ENSURE_EPOCH },
   mailroomRecordLoss: { numberOfKeys: 1, lua: RECORD_LOSS },
 };
@@ -49,7 +50,7 @@ const SCRIPTS: Record<keyof MailroomCommands, { numberOfKeys: number; lua: strin
  * nothing) and returns the same client, typed with the commands. ioredis runs them with EVALSHA and
  * falls back to EVAL when the server does not know the script (after a restart or SCRIPT FLUSH).
  */
-export function registerScripts(redis: Redis): ScriptedRedis {
+export function registerScripts(redis: RedisClient): ScriptedRedis {
   for (const [name, definition] of Object.entries(SCRIPTS)) {
     if (!(name in redis)) redis.defineCommand(name, definition);
   }

@@ -1,9 +1,10 @@
 /** The suppression list of a queue: addresses campaigns never mail again, with why, when and from what. */
-import type { Redis } from 'ioredis';
+
 import { z } from 'zod';
 import { envelopeAddress } from '../address.js';
 import { quoteValue, ValidationError } from '../errors.js';
 import type { QueueKeys } from './keys.js';
+import type { RedisClient } from './redis.js';
 
 /**
  * Why an address is suppressed: `hard-bounce` (a server said the mailbox does not exist, see
@@ -145,10 +146,10 @@ const CHUNK = 1000;
  * expire: removing one is an operator's decision (remove()). About 100 bytes of Redis memory per address.
  */
 export class SuppressionList {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #key: string;
 
-  constructor(redis: Redis, keys: Pick<QueueKeys, 'suppression'>) {
+  constructor(redis: RedisClient, keys: Pick<QueueKeys, 'suppression'>) {
     this.#redis = redis;
     this.#key = keys.suppression;
   }

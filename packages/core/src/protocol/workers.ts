@@ -1,8 +1,9 @@
 /** Live workers: each worker process announces itself on its queue; anyone can list those seen lately. */
-import type { Redis } from 'ioredis';
+
 import { z } from 'zod';
 import { protocolDefaults } from './defaults.js';
 import type { QueueKeys } from './keys.js';
+import type { RedisClient } from './redis.js';
 
 /**
  * A worker is live while its announcement has not expired: this many heartbeat intervals after the
@@ -41,7 +42,7 @@ export type WorkerInfo = z.infer<typeof workerInfoSchema>;
  * {@link WORKER_LIVE_INTERVALS} heartbeat intervals from now, and its entry in the queue's index. One
  * MULTI, one round trip. Rejects with the Redis error.
  */
-export async function announceWorker(redis: Redis, keys: QueueKeys, info: WorkerInfo): Promise<void> {
+export async function announceWorker(redis: RedisClient, keys: QueueKeys, info: WorkerInfo): Promise<void> {
   throwFirstError(
     await redis
       .multi()
@@ -52,7 +53,7 @@ export async function announceWorker(redis: Redis, keys: QueueKeys, info: Worker
 }
 
 /** Removes a worker's announcement (a clean shutdown). Rejects with the Redis error. */
-export async function withdrawWorker(redis: Redis, keys: QueueKeys, id: string): Promise<void> {
+export async function withdrawWorker(redis: RedisClient, keys: QueueKeys, id: string): Promise<void> {
   throwFirstError(await redis.multi().del(keys.worker(id)).zrem(keys.workers, id).exec());
 }
 
@@ -68,7 +69,7 @@ function throwFirstError(replies: [Error | null, unknown][] | null): void {
  * Redis) are removed from it on the way, as are announcements that do not parse. Two round trips;
  * O(workers). Rejects with the Redis error.
  */
-export async function liveWorkers(redis: Redis, keys: QueueKeys): Promise<WorkerInfo[]> {
+export async function liveWorkers(redis: RedisClient, keys: QueueKeys): Promise<WorkerInfo[]> {
   const ids = await redis.zrange(keys.workers, 0, -1);
   if (ids.length === 0) return [];
   const records = await redis.mget(...ids.map((id) => keys.worker(id)));

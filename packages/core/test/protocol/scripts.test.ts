@@ -6,7 +6,7 @@ import {
   queueKeys,
   registerScripts,
 } from '@mailroom/core/protocol';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { removeQueueKeys, testRedis, uniqueQueue } from '../../../../test/support/redis.js';
 import { COMMIT_CHUNK, SEEN, TRANSITION } from '../../src/protocol/campaign-scripts.js';
 import { ENSURE_EPOCH, RECORD_LOSS } from '../../src/protocol/epoch-scripts.js';
@@ -110,6 +110,9 @@ describe('the Lua scripts', () => {
 
 describe('CLAIM_RETRY', () => {
   const id = 'retry';
+  // What retryCampaign looked up on the suppression list just before the claim.
+  const suppressed = new Set<string>();
+  beforeEach(() => suppressed.clear());
   const record = (state: 'f' | 'x', reason: string, extra: Record<string, unknown> = {}) =>
     JSON.stringify({ reason, attempts: 1, at: 1000, state, message: 'packed', ...extra });
   const claim = (claimId: string, transientOnly: boolean, ...addresses: string[]) =>
@@ -118,12 +121,16 @@ describe('CLAIM_RETRY', () => {
       keys.campaignRetrying(id),
       keys.campaign(id),
       keys.campaignFailures(id),
-      keys.suppression,
       claimId,
       '5000',
       transientOnly ? '1' : '0',
       '2000',
-      ...addresses.flatMap((address) => [address, keys.ledger('job'), `m${address.charCodeAt(0)}`]),
+      ...addresses.flatMap((address) => [
+        address,
+        keys.ledger('job'),
+        `m${address.charCodeAt(0)}`,
+        suppressed.has(address) ? '1' : '0',
+      ]),
     );
 
   it('moves each record to the retrying hash once, taking it out of the failed counts', async () => {
@@ -160,7 +167,7 @@ describe('CLAIM_RETRY', () => {
       'd@x',
       record('x', 'deferred'),
     );
-    await redis.hset(keys.suppression, 's@x', '{}');
+    suppressed.add('s@x');
     await redis.hset(keys.ledger('job'), `m${'t'.charCodeAt(0)}`, 't{}', `m${'d'.charCodeAt(0)}`, 'd{}');
     expect(await claim('c1', true, 'a@x', 'n@x', 's@x', 't@x', 'd@x')).toEqual([1, 1, 1, []]);
     // The delivered one was stale: dropped; the others stay failed.

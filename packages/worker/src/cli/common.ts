@@ -10,14 +10,21 @@ import {
   type RateLimit,
   readSettings,
 } from '@mailroom/core';
+import type { RedisInput } from '@mailroom/core/protocol';
 import { createProducer, type Producer } from '@mailroom/producer';
 import { pino } from 'pino';
+import { redisOf } from '../config.js';
 import { type CliContext, InputError, jsonLogStream, UsageError } from './io.js';
 import { forTerminal } from './terminal.js';
 
 /** Where the queue commands find their queue: REDIS_URL, MAILROOM_QUEUE (or --queue), MAILROOM_PREFIX. */
 export interface QueueEnvironment {
-  redisUrl: string;
+  /** REDIS_CLUSTER_NODES when set, else REDIS_URL. */
+  redis: RedisInput;
+  /** Where it points, without credentials. */
+  redisLabel: string;
+  /** MAILROOM_SHARDS. */
+  shards: number;
   queue: string;
   prefix: string;
 }
@@ -31,7 +38,7 @@ export function readQueueEnvironment(env: NodeJS.ProcessEnv, queueFlag?: string)
   if (queueFlag !== undefined && queueFlag.trim() === '') throw new UsageError('--queue must not be empty');
   const settings = readSettings(env);
   return {
-    redisUrl: settings.REDIS_URL,
+    ...redisOf(settings),
     queue: queueFlag?.trim() ?? settings.MAILROOM_QUEUE,
     prefix: settings.MAILROOM_PREFIX,
   };
@@ -48,7 +55,8 @@ async function openProducer(
 ): Promise<Producer> {
   const environment = readQueueEnvironment(context.env, options.queue);
   const producer = createProducer({
-    redis: environment.redisUrl,
+    redis: environment.redis,
+    shards: environment.shards,
     queue: environment.queue,
     prefix: environment.prefix,
     ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),

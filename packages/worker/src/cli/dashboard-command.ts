@@ -1,5 +1,3 @@
-/** `mailroom dashboard`: the operators' web dashboard over one queue, until SIGTERM/SIGINT. */
-import { redactRedisUrl } from '@mailroom/core/protocol';
 import { pino } from 'pino';
 import { dashboardDefaults, startDashboard } from '../dashboard/server.js';
 import { portFlag, readQueueEnvironment } from './common.js';
@@ -65,7 +63,8 @@ export async function dashboardCommand(argv: string[], context: CliContext): Pro
   );
   // ConfigError (exit 3) for missing or conflicting credentials, before Redis is opened.
   const dashboard = await startDashboard({
-    redis: environment.redisUrl,
+    redis: environment.redis,
+    shards: environment.shards,
     prefix: environment.prefix,
     queue: environment.queue,
     port,
@@ -82,7 +81,7 @@ export async function dashboardCommand(argv: string[], context: CliContext): Pro
   println(
     context.stderr,
     `mailroom dashboard pid=${process.pid} listening on ${dashboard.url} queue=${environment.queue} ` +
-      `redis=${redactRedisUrl(environment.redisUrl)}${values['no-auth'] ? ' (no auth)' : ''}`,
+      `redis=${environment.redisLabel}${values['no-auth'] ? ' (no auth)' : ''}`,
   );
 
   await stopped;

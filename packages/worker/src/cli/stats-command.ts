@@ -1,6 +1,6 @@
 /** `mailroom stats`: queue job counts, live workers and campaigns. */
 import { MailError } from '@mailroom/core';
-import { liveWorkers, redactRedisUrl } from '@mailroom/core/protocol';
+import { liveWorkers } from '@mailroom/core/protocol';
 import { type CampaignStatus, campaignStatus, listCampaigns } from '@mailroom/producer';
 import { formatCount, printJson, readQueueEnvironment, withProducer } from './common.js';
 import { type FlagSpec, parseFlags } from './flags.js';
@@ -22,7 +22,7 @@ Flags:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
   --json                     machine-readable output
 
-Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX.
+Environment: REDIS_URL (or REDIS_CLUSTER_NODES), MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS.
 Exit codes: 0 ok; 2 bad flags; 3 bad configuration; 4 Redis unreachable.
 
 Example:
@@ -42,8 +42,13 @@ export async function statsCommand(argv: string[], context: CliContext): Promise
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const environment = readQueueEnvironment(context.env, values.queue);
   return withProducer(context, { queue: values.queue }, async (producer) => {
-    const counts = await producer.getQueue().getJobCounts(...JOB_STATES);
-    const jobs = Object.fromEntries(JOB_STATES.map((state) => [state, counts[state] ?? 0]));
+    // Summed over the queue's shards (one on an unsharded queue).
+    const perShard = await Promise.all(
+      producer.getQueues().map((queue) => queue.getJobCounts(...JOB_STATES)),
+    );
+    const jobs = Object.fromEntries(
+      JOB_STATES.map((state) => [state, perShard.reduce((sum, counts) => sum + (counts[state] ?? 0), 0)]),
+    );
     const workers = await liveWorkers(producer.redis, producer.keys);
     const campaigns: CampaignStatus[] = [];
     for (const id of await listCampaigns(producer)) {
@@ -60,7 +65,7 @@ export async function statsCommand(argv: string[], context: CliContext): Promise
     }
     println(
       context.stdout,
-      `queue ${producer.queue} (prefix ${producer.prefix}) on ${redactRedisUrl(environment.redisUrl)}`,
+      `queue ${producer.queue} (prefix ${producer.prefix}${producer.layout.shards.length > 1 ? `, ${producer.layout.shards.length} shards` : ''}) on ${environment.redisLabel}`,
     );
     println(
       context.stdout,

@@ -1,6 +1,6 @@
 /** `mailroom unsubscribe-server`: the one-click unsubscribe endpoint (RFC 8058), until SIGTERM/SIGINT. */
 import { readSettings } from '@mailroom/core';
-import { parseUnsubscribeSecrets, redactRedisUrl } from '@mailroom/core/protocol';
+import { parseUnsubscribeSecrets } from '@mailroom/core/protocol';
 import { pino } from 'pino';
 import { startUnsubscribeServer, unsubscribeDefaults } from '../unsubscribe-server.js';
 import { portFlag, readQueueEnvironment } from './common.js';
@@ -61,7 +61,7 @@ export async function unsubscribeCommand(argv: string[], context: CliContext): P
     workerLogStream(context.stdout, logFormat, context.env),
   );
   const server = await startUnsubscribeServer({
-    redis: environment.redisUrl,
+    redis: environment.redis,
     prefix: environment.prefix,
     queue: environment.queue,
     secrets,
@@ -75,7 +75,7 @@ export async function unsubscribeCommand(argv: string[], context: CliContext): P
   println(
     context.stderr,
     `mailroom unsubscribe-server pid=${process.pid} listening on http://${shownHost}:${server.port} ` +
-      `queue=${environment.queue} redis=${redactRedisUrl(environment.redisUrl)}`,
+      `queue=${environment.queue} redis=${environment.redisLabel}`,
   );
 
   await stopped;

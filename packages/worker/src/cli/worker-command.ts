@@ -1,6 +1,5 @@
 /** `mailroom worker`: a worker process configured from the environment and flags, until SIGTERM/SIGINT. */
 import { settings } from '@mailroom/core';
-import { redactRedisUrl } from '@mailroom/core/protocol';
 import { pino } from 'pino';
 import { readWorkerEnvironment } from '../config.js';
 import { startMetricsServer } from '../http.js';
@@ -85,7 +84,8 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
   );
   const metrics = new PrometheusMetrics();
   const worker = createWorker({
-    redis: env.redisUrl,
+    redis: env.redis,
+    shards: env.shards,
     queue,
     prefix: env.prefix,
     concurrency,
@@ -123,7 +123,7 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
   const rate = rateLimit ? `${rateLimit.max}/${rateLimit.duration}ms` : 'none';
   println(
     context.stderr,
-    `mailroom worker pid=${process.pid} queue=${queue} redis=${redactRedisUrl(env.redisUrl)} backend=${describeBackend()} ` +
+    `mailroom worker pid=${process.pid} queue=${queue} redis=${env.redisLabel}${env.shards > 1 ? ` shards=${env.shards}` : ''} backend=${describeBackend()} ` +
       `concurrency=${concurrency} rate=${rate} attempts=${attempts} metrics=${server ? `:${server.port}` : 'off'}`,
   );
 

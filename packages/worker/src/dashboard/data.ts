@@ -3,10 +3,13 @@ import { MailError } from '@mailroom/core';
 import {
   CAMPAIGN_FIELDS,
   CAMPAIGN_STATES,
+  campaignShardsOf,
   FINAL_STATES,
   type LedgerEntry,
   liveWorkers,
   parseBatchJob,
+  type QueueKeys,
+  readPerShard,
   type Suppression,
   type SuppressionList,
   type WorkerInfo,
@@ -17,9 +20,8 @@ import {
   campaignFailures,
   type Producer,
 } from '@mailroom/producer';
-import type { Job } from 'bullmq';
-import { workerDefaults } from '../defaults.js';
-import { Ledger } from '../ledger.js';
+import type { ChainableCommander } from 'ioredis';
+import { findJob } from '../dead-letters.js';
 import { readQueueBacklog } from '../queue-gauges.js';
 
 /** The job states the overview counts, in the order shown. */
@@ -56,8 +58,10 @@ const SAMPLE_JOBS = 100;
 export async function readOverview(producer: Producer): Promise<Overview> {
   await producer.ready();
   const [backlog, completed, workers, rate] = await Promise.all([
-    readQueueBacklog(producer.redis, producer.keys, { sampleJobs: SAMPLE_JOBS }),
-    producer.redis.zcard(producer.keys.jobSet('completed')),
+    readQueueBacklog(producer.redis, producer.layout, { sampleJobs: SAMPLE_JOBS }),
+    Promise.all(
+      producer.layout.shards.map(({ keys }) => producer.redis.zcard(keys.jobSet('completed'))),
+    ).then((counts) => counts.reduce((sum, count) => sum + count, 0)),
     liveWorkers(producer.redis, producer.keys),
     queueRate(producer),
   ]);
@@ -76,16 +80,34 @@ export async function readOverview(producer: Producer): Promise<Overview> {
   };
 }
 
+/**
+ * One command per campaign, each on the shard the campaign lives on: one pipeline per shard (a
+ * cluster pipeline holds keys of one node only). Replies in the order of `ids`.
+ */
+async function readCampaigns(
+  producer: Producer,
+  ids: readonly string[],
+  add: (pipeline: ChainableCommander, keys: QueueKeys, id: string) => void,
+): Promise<[Error | null, unknown][]> {
+  const shards = await campaignShardsOf(producer.redis, producer.layout, ids);
+  return readPerShard(shards, async ({ keys }, positions) => {
+    const pipeline = producer.redis.pipeline();
+    for (const position of positions) add(pipeline, keys, ids[position] as string);
+    return (await pipeline.exec()) ?? [];
+  });
+}
+
 /** Messages per second over the last 10 whole seconds, summed over the queue's campaigns. */
 async function queueRate(producer: Producer): Promise<number> {
   const ids = await producer.redis.smembers(producer.keys.campaigns);
   if (ids.length === 0) return 0;
   const nowSecond = Math.floor(Date.now() / 1000);
   const seconds = Array.from({ length: RATE_WINDOW_SECONDS }, (_, i) => String(nowSecond - 1 - i));
-  const pipeline = producer.redis.pipeline();
-  for (const id of ids) pipeline.hmget(producer.keys.campaignRate(id), ...seconds);
+  const replies = await readCampaigns(producer, ids, (pipeline, keys, id) =>
+    pipeline.hmget(keys.campaignRate(id), ...seconds),
+  );
   let sent = 0;
-  for (const [error, values] of (await pipeline.exec()) ?? []) {
+  for (const [error, values] of replies) {
     if (error || !Array.isArray(values)) continue;
     for (const value of values as (string | null)[]) sent += Number(value ?? 0);
   }
@@ -130,9 +152,9 @@ export async function readCampaignRows(producer: Producer): Promise<CampaignRow[
   await producer.ready();
   const ids = await producer.redis.smembers(producer.keys.campaigns);
   if (ids.length === 0) return [];
-  const pipeline = producer.redis.pipeline();
-  for (const id of ids) pipeline.hmget(producer.keys.campaign(id), ...ROW_FIELDS);
-  const replies = (await pipeline.exec()) ?? [];
+  const replies = await readCampaigns(producer, ids, (pipeline, keys, id) =>
+    pipeline.hmget(keys.campaign(id), ...ROW_FIELDS),
+  );
   const rows = ids.flatMap((id, index): CampaignRow[] => {
     const [error, fields] = replies[index] ?? [null, undefined];
     if (error || !Array.isArray(fields)) return [];
@@ -303,13 +325,10 @@ export const JOB_ID = /^[A-Za-z0-9_.:-]{1,200}$/;
  * such job. Reads the job and its ledger: O(batch size).
  */
 export async function readDeadLetter(producer: Producer, id: string): Promise<DeadLetter | undefined> {
-  const queue = producer.getQueue();
-  const job = (await queue.getJob(id)) as Job | undefined;
-  if (!job) return undefined;
-  const [state, { entries }] = await Promise.all([
-    job.getState(),
-    new Ledger(producer.redis, producer.keys, workerDefaults.ledgerTtl).load(id),
-  ]);
+  const found = await findJob(producer, id);
+  if (!found) return undefined;
+  const { job, shard } = found;
+  const [state, { entries }] = await Promise.all([job.getState(), shard.ledger.load(id)]);
   let messages: unknown[] | null;
   try {
     messages = parseBatchJob(job.data).messages;
@@ -346,8 +365,9 @@ export async function readDeadLetter(producer: Producer, id: string): Promise<De
  * MailError ENOTFAILED for a job in another state (a job being sent must not vanish under its worker).
  */
 export async function deleteDeadLetter(producer: Producer, id: string): Promise<boolean> {
-  const job = (await producer.getQueue().getJob(id)) as Job | undefined;
-  if (!job) return false;
+  const found = await findJob(producer, id);
+  if (!found) return false;
+  const { job, shard } = found;
   const state = await job.getState();
   if (state !== 'failed') {
     throw new MailError(`job ${id} is not failed (it is ${state}): only dead letters can be deleted`, {
@@ -355,7 +375,7 @@ export async function deleteDeadLetter(producer: Producer, id: string): Promise<
     });
   }
   await job.remove();
-  await producer.redis.del(producer.keys.ledger(id));
+  await producer.redis.del(shard.keys.ledger(id));
   return true;
 }
 

@@ -44,14 +44,22 @@ const MAX_JOBS_PER_PAGE = 100;
  * the `/jobs` prefix taken off the URL, as express's own mounting does. A page of more than 100 jobs
  * is refused (400): bull-board would read them all, payloads included.
  */
-export function createJobsBoard(queue: Queue): JobsBoardHandler {
-  const adapter = new BullMQAdapter(queue, { readOnlyMode: true, allowRetries: false });
-  adapter.setFormatter('data', redactJobData);
-  adapter.setFormatter('returnValue', redactReturnValue);
+export function createJobsBoard(queues: readonly Queue[]): JobsBoardHandler {
+  // One board queue per shard; shard i > 0 is listed as `shard-i:<queue>`.
+  const adapters = queues.map((queue, index) => {
+    const adapter = new BullMQAdapter(queue, {
+      readOnlyMode: true,
+      allowRetries: false,
+      ...(index === 0 ? {} : { prefix: `shard-${index}:` }),
+    });
+    adapter.setFormatter('data', redactJobData);
+    adapter.setFormatter('returnValue', redactReturnValue);
+    return adapter;
+  });
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(JOBS_PATH);
   createBullBoard({
-    queues: [adapter],
+    queues: adapters,
     serverAdapter,
     // Nothing about the Redis host (version, OS, memory) or the workers' connections (CLIENT LIST).
     options: { uiConfig: { boardTitle: 'mailroom jobs', hideRedisDetails: true, showWorkers: false } },

@@ -84,6 +84,8 @@ export interface DashboardOptions {
   queue?: string;
   /** Key prefix of the queue. Default MAILROOM_PREFIX, else `{mailroom}`. */
   prefix?: string;
+  /** Shards of the queue. Default MAILROOM_SHARDS, else 1. */
+  shards?: number;
   /** Port to listen on; 0 picks a free one. */
   port: number;
   /** Address to listen on. Default `127.0.0.1`. */
@@ -191,6 +193,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     redis: options.redis,
     ...(options.queue === undefined ? {} : { queue: options.queue }),
     ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+    ...(options.shards === undefined ? {} : { shards: options.shards }),
     logger,
   });
   let server: Server;
@@ -235,7 +238,7 @@ function createDashboardHandler(
 ): (request: IncomingMessage, response: ServerResponse) => void {
   const sessions = new SessionStore();
   const suppression = new SuppressionList(producer.redis, producer.keys);
-  const jobsBoard = createJobsBoard(producer.getQueue());
+  const jobsBoard = createJobsBoard(producer.getQueues());
 
   /** Who the request is, or undefined when it did not prove anything (a wrong Bearer or Basic one is logged). */
   function identify(request: IncomingMessage): Caller | undefined {
