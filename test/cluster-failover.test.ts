@@ -20,7 +20,7 @@ import {
 import { uniqueQueue } from './support/redis.js';
 import { clusterSettle, ensureCluster, failoverMasterOf, killMasterOf } from './support/redis-cluster.js';
 import { captureLogger, waitUntil } from './support/wait.js';
-import { startWorker } from './support/worker-process.js';
+import { runMailroom, startWorker } from './support/worker-process.js';
 
 const harness = useHarness();
 let seeds = '';
@@ -145,5 +145,40 @@ describe('failover mid-drain on a sharded queue', () => {
       );
     },
     CLI_TEST_TIMEOUT * 2,
+  );
+});
+
+describe('the CLI on a sharded queue of the cluster', () => {
+  it(
+    'counts every shard in `mailroom stats`, and a worker with another MAILROOM_SHARDS refuses to strand jobs (exit 3)',
+    async () => {
+      const queue = uniqueQueue('cluster-cli');
+      harness.onCleanup(() => removeClusterKeys(queue));
+      const producer = createProducer({
+        redis: { cluster: seeds },
+        queue,
+        shards: 3,
+        logger: captureLogger().logger,
+      });
+      harness.onCleanup(() => producer.close());
+      for (let call = 0; call < 3; call++) {
+        await producer.enqueue(new EmailMessage('Hi', 'Hello', 'news@example.com', [`c${call}@example.com`]));
+      }
+      const env = { REDIS_CLUSTER_NODES: seeds, MAILROOM_SHARDS: '3', MAILROOM_QUEUE: queue };
+      const stats = await runMailroom(['stats', '--json'], env);
+      expect(stats.code).toBe(0);
+      expect(JSON.parse(stats.stdout).jobs.waiting).toBe(3);
+      const text = await runMailroom(['stats'], env);
+      expect(text.stdout).toContain(`queue ${queue} (prefix {mailroom}, 3 shards) on cluster 127.0.0.1:`);
+
+      const refused = await runMailroom(['worker'], { ...env, MAILROOM_SHARDS: '2' }, { timeoutMs: 60_000 });
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toMatch(/MAILROOM_SHARDS=2 but queue .* is laid out over 3 shard\(s\)/);
+      expect(refused.stderr).toContain('Keep MAILROOM_SHARDS=3');
+      // Nothing was taken: the 3 batches still wait.
+      const counts = await Promise.all(producer.getQueues().map((q) => q.getJobCounts('waiting')));
+      expect(counts.reduce((sum, count) => sum + (count.waiting ?? 0), 0)).toBe(3);
+    },
+    CLI_TEST_TIMEOUT,
   );
 });

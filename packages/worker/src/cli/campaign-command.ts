@@ -121,7 +121,8 @@ Flags of every subcommand:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
   --json                     machine-readable output (status --watch: one JSON object per line)
 
-Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_UNSUBSCRIBE_SECRET.
+Environment: REDIS_URL or REDIS_CLUSTER_NODES, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS,
+MAILROOM_UNSUBSCRIBE_SECRET.
 Exit codes: 0 ok (status --watch: the campaign completed or was cancelled); 1 unknown campaign,
 a campaign lost with Redis's data (start refuses it without --start-over), or a
 pause/resume/cancel that does not apply to its state; 2 bad flags or a bad recipients file;

@@ -29,7 +29,7 @@ Flags (default):
   --pretty                   LOG_FORMAT=pretty: readable log lines (default on a terminal; else JSON)
 
 Environment: MAILROOM_DASHBOARD_TOKEN, or MAILROOM_DASHBOARD_USER + MAILROOM_DASHBOARD_PASSWORD;
-REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX, LOG_LEVEL, LOG_FORMAT.
+REDIS_URL or REDIS_CLUSTER_NODES, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS, LOG_LEVEL, LOG_FORMAT.
 Exit codes: 0 stopped by a signal; 2 bad flags; 3 bad configuration (no credentials, --no-auth on a
 public host); 4 Redis unreachable.
 

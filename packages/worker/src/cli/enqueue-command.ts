@@ -34,7 +34,7 @@ Flags:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
   --json                     print the counts as JSON
 
-Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX.
+Environment: REDIS_URL or REDIS_CLUSTER_NODES, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS.
 Exit codes: 0 enqueued; 2 bad flags or a bad line; 3 bad configuration; 4 Redis unreachable.
 
 Examples:

@@ -27,7 +27,7 @@ Flags of both:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
   --json                     machine-readable output
 
-Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX.
+Environment: REDIS_URL or REDIS_CLUSTER_NODES, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS.
 Exit codes: 0 ok; 1 a named job is unknown or not failed; 2 bad flags; 3 bad configuration;
 4 Redis unreachable.
 

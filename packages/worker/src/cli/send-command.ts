@@ -44,8 +44,9 @@ Flags:
   --idempotency-key <key>    enqueue nothing if this key was used in the last 24 h
   --json                     print the result as JSON
 
-Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX (enqueue); EMAIL_BACKEND, EMAIL_HOST,
-EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS, EMAIL_USE_SSL, EMAIL_TIMEOUT (--now).
+Environment: REDIS_URL or REDIS_CLUSTER_NODES, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS
+(enqueue); EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS,
+EMAIL_USE_SSL, EMAIL_TIMEOUT (--now).
 
 Exit codes: 0 enqueued or sent; 1 refused by the server (--now); 2 bad flags or message;
 3 bad configuration (or SMTP credentials refused); 4 Redis or the mail server unreachable.

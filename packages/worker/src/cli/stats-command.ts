@@ -22,7 +22,7 @@ Flags:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
   --json                     machine-readable output
 
-Environment: REDIS_URL (or REDIS_CLUSTER_NODES), MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS.
+Environment: REDIS_URL or REDIS_CLUSTER_NODES, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS.
 Exit codes: 0 ok; 2 bad flags; 3 bad configuration; 4 Redis unreachable.
 
 Example:

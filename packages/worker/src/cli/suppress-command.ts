@@ -75,7 +75,7 @@ Flags of every subcommand:
   --queue <name>             queue (MAILROOM_QUEUE, default mail)
   --json                     machine-readable output (list: one JSON object per line; not export)
 
-Environment: REDIS_URL, MAILROOM_QUEUE, MAILROOM_PREFIX.
+Environment: REDIS_URL or REDIS_CLUSTER_NODES, MAILROOM_QUEUE, MAILROOM_PREFIX, MAILROOM_SHARDS.
 Exit codes: 0 ok (check: on the list); 1 check: not on the list, remove: an address was not on
 the list (the others are removed); 2 bad flags, a bad address or a bad import file; 3 bad
 configuration; 4 Redis unreachable.

@@ -1,5 +1,5 @@
 /** `mailroom worker`: a worker process configured from the environment and flags, until SIGTERM/SIGINT. */
-import { settings } from '@mailroom/core';
+import { ConfigError, settings } from '@mailroom/core';
 import { pino } from 'pino';
 import { readWorkerEnvironment } from '../config.js';
 import { startMetricsServer } from '../http.js';
@@ -23,7 +23,8 @@ Flags (environment variable, default):
   --shutdown-timeout <dur>   MAILROOM_SHUTDOWN_TIMEOUT (10s)
   --metrics-port <port>      MAILROOM_METRICS_PORT (off): serves /metrics, /healthz, /readyz
   --pretty                   LOG_FORMAT=pretty: readable log lines (default on a terminal; else JSON)
-Also read: REDIS_URL, MAILROOM_PREFIX, MAILROOM_BACKOFF, MAILROOM_LOCK_DURATION,
+Also read: REDIS_URL (REDIS_CLUSTER_NODES, seed nodes of a Redis Cluster, over it), MAILROOM_SHARDS
+(1: the shards of the queue, as the producers have them; a worker takes from every shard), MAILROOM_PREFIX, MAILROOM_BACKOFF, MAILROOM_LOCK_DURATION,
 MAILROOM_STALLED_INTERVAL, MAILROOM_MAX_STALLED_COUNT, MAILROOM_CONNECTION_IDLE (5s: how long an open
 SMTP connection waits for the next batch; 0 closes it after every batch), MAILROOM_MAX_UNPACKED_BYTES
 (24 MiB: a batch inflating past it is dead-lettered as invalid), MAILROOM_SMTP_TIMEOUT (60s: the
@@ -127,8 +128,15 @@ export async function workerCommand(argv: string[], context: CliContext): Promis
       `concurrency=${concurrency} rate=${rate} attempts=${attempts} metrics=${server ? `:${server.port}` : 'off'}`,
   );
 
-  await stopped;
+  // A queue laid out over another MAILROOM_SHARDS with jobs left on the shards this worker would not
+  // read: the worker never takes a job; the command ends with that configuration error (exit 3).
+  const refused = worker.waitUntilReady().then(
+    () => new Promise<never>(() => {}),
+    (error: unknown) => (error instanceof ConfigError ? error : new Promise<never>(() => {})),
+  );
+  const outcome = await Promise.race([stopped.then(() => undefined), refused]);
   await worker.close();
   await server?.close();
+  if (outcome instanceof ConfigError) throw outcome;
   return EXIT.ok;
 }
