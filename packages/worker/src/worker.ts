@@ -469,7 +469,8 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   })();
   started.catch((error: unknown) => {
     // Closed while starting: the connection went with it, nothing to report.
-    if (closing === undefined) logger.error({ queue, err: coerceError(error).message }, 'worker cannot start');
+    if (closing === undefined)
+      logger.error({ queue, err: coerceError(error).message }, 'worker cannot start');
   });
 
   let closing: Promise<void> | undefined;
