@@ -1,6 +1,7 @@
 /** createProducer: validate messages, chunk them into batch jobs and enqueue them atomically on BullMQ. */
 import { randomUUID } from 'node:crypto';
 import {
+  ConfigError,
   coerceError,
   EmailMessage,
   envelopeAddress,
@@ -468,17 +469,35 @@ export function createProducer(options: ProducerOptions = {}): Producer {
   let flowProducer: FlowProducer | undefined;
   const queues: (Queue | undefined)[] = layout.shards.map(() => undefined);
   let closed = false;
-  // Checked once, before the first write: a producer never enqueues on a layout workers do not read.
+  // Claimed before the first write, then looked at again at most every epochCheckInterval: a producer
+  // never goes on enqueueing on a layout the queue has left (another MAILROOM_SHARDS took it over).
   let layoutClaimed: Promise<void> | undefined;
+  let layoutCheckedAt = 0;
   // Batches without an idempotency key or campaign go to the shards in turn, from a random one.
   let nextShard = Math.floor(Math.random() * layout.shards.length);
 
   async function ready(): Promise<void> {
     await waitForRedis(redis, where, resolved.connectTimeout, () => lastError);
-    layoutClaimed ??= claimLayout(redis, layout).catch((error: unknown) => {
-      layoutClaimed = undefined;
-      throw error;
-    });
+    if (layoutClaimed && Date.now() - layoutCheckedAt >= producerDefaults.epochCheckInterval) {
+      const recorded = await redis.get(layout.home.keys.layout);
+      layoutCheckedAt = Date.now();
+      // Gone (Redis lost its data): claimed again below. Changed: this producer's count is stale.
+      if (recorded === null || Number(recorded) !== layout.shards.length) layoutClaimed = undefined;
+      if (recorded !== null && Number(recorded) !== layout.shards.length)
+        throw new ConfigError(
+          `queue "${resolved.queue}" is now laid out over ${recorded} shard(s), not MAILROOM_SHARDS=${layout.shards.length}: ` +
+            `restart this producer with MAILROOM_SHARDS=${recorded}`,
+        );
+    }
+    layoutClaimed ??= claimLayout(redis, layout).then(
+      () => {
+        layoutCheckedAt = Date.now();
+      },
+      (error: unknown) => {
+        layoutClaimed = undefined;
+        throw error;
+      },
+    );
     await layoutClaimed;
   }
 

@@ -1,0 +1,76 @@
+/** A producer on a sharded queue, on one Redis: where its batches go, and what it does when the queue's shard count changes under it. */
+import { ConfigError, EmailMessage } from '@mailroom/core';
+import { claimLayout, queueLayout } from '@mailroom/core/protocol';
+import { createProducer, type Producer } from '@mailroom/producer';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { REDIS_URL, testRedis, uniqueQueue } from '../../../test/support/redis.js';
+import { silentLogger } from './support/redis.js';
+
+const redis = testRedis();
+const cleanups: (() => Promise<unknown>)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+afterAll(async () => {
+  await redis.quit();
+});
+
+/** A producer on a fresh queue of `shards` shards; it and every key of the queue go after the test. */
+function producerOn(shards: number, queue = uniqueQueue('producer-shards')): Producer {
+  const producer = createProducer({ redis: REDIS_URL, queue, shards, logger: silentLogger });
+  cleanups.push(async () => {
+    await producer.close();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `*:${queue}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== '0');
+  });
+  return producer;
+}
+
+const message = (to: string) => new EmailMessage('Hi', 'Hello', 'news@example.com', [to]);
+
+async function waitingPerShard(producer: Producer): Promise<number[]> {
+  return Promise.all(
+    producer.getQueues().map(async (queue) => (await queue.getJobCounts('waiting')).waiting ?? 0),
+  );
+}
+
+describe('a producer on 3 shards', () => {
+  it('writes each call to one shard, in turn, and a repeated idempotency key to the same one', async () => {
+    const producer = producerOn(3);
+    for (let i = 0; i < 6; i++)
+      await producer.enqueue([message(`a${i}@example.com`), message(`b${i}@example.com`)]);
+    expect(await waitingPerShard(producer)).toEqual([2, 2, 2]);
+    const first = await producer.enqueue(message('k@example.com'), { idempotencyKey: 'invoice-9' });
+    const again = await producer.enqueue(message('k@example.com'), { idempotencyKey: 'invoice-9' });
+    expect(again).toMatchObject({ duplicate: true, jobIds: first.jobIds });
+    const counts = await waitingPerShard(producer);
+    expect(counts[producer.layout.shardForKey('invoice-9').index]).toBe(3);
+    expect(counts.reduce((sum, n) => sum + n, 0)).toBe(7);
+  });
+
+  it('stops enqueueing once the queue was taken over with another shard count, saying which', async () => {
+    const queue = uniqueQueue('producer-shards');
+    const producer = producerOn(1, queue);
+    await producer.enqueue(message('first@example.com'));
+    // Another process took the queue over with 3 shards (allowed: shard 0 is kept).
+    await claimLayout(redis, queueLayout('{mailroom}', queue, 3));
+    // Within epochCheckInterval (5 s) the producer notices, and refuses rather than write where it
+    // no longer belongs.
+    const deadline = Date.now() + 15_000;
+    let refusal: unknown;
+    while (Date.now() < deadline && refusal === undefined) {
+      refusal = await producer.enqueue(message('later@example.com')).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      if (refusal === undefined) await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    expect(refusal).toBeInstanceOf(ConfigError);
+    expect((refusal as Error).message).toContain('restart this producer with MAILROOM_SHARDS=3');
+  }, 30_000);
+});
