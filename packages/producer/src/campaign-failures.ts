@@ -12,7 +12,7 @@ import {
   unpackMessages,
 } from '@mailroom/core/protocol';
 import { missingCampaignError } from './campaign-loss.js';
-import type { Producer } from './producer.js';
+import { consumedShard, type Producer } from './producer.js';
 
 /** One recipient whose campaign message failed for good, as {@link campaignFailures} lists it. */
 export interface CampaignFailure {
@@ -207,7 +207,8 @@ export async function retryCampaign(
       code: 'ECANCELLED',
     });
   }
-  const { keys } = await producer.campaignShard(id);
+  // Refused before anything is claimed: a claim whose enqueue is refused could never be resumed.
+  const { keys } = consumedShard(await producer.campaignShard(id), id, producer.layout);
   const redis = registerScripts(producer.redis);
   const suppression = new SuppressionList(producer.redis, producer.keys);
   const result: RetryCampaignResult = {

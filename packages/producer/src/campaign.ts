@@ -34,7 +34,7 @@ import {
   type EmptyValuePolicy,
   valuePlaceholders,
 } from './placeholders.js';
-import { type CheckedMessage, checkMessage, type Producer } from './producer.js';
+import { type CheckedMessage, checkMessage, consumedShard, type Producer } from './producer.js';
 import { type CompiledTemplate, compileTemplate, type TemplateVariables } from './template.js';
 
 /** The message every recipient gets, with `{{ placeholders }}` filled from the recipient's fields. */
@@ -676,7 +676,7 @@ export async function startCampaign(producer: Producer, options: CampaignOptions
   await producer.ready();
   // The campaign's record, counters and batches live on one shard, fixed at its first start: every
   // script that counts a delivery stays on one slot (and one node of a cluster).
-  const shard = await producer.campaignShard(id, { assign: true });
+  const shard = consumedShard(await producer.campaignShard(id, { assign: true }), id, producer.layout);
   const keys = shard.keys;
   // A "resume" of a record Redis lost would resend to everyone already delivered (campaign-loss.ts).
   await guardCampaignStart(producer, id, {

@@ -96,6 +96,7 @@ export {
   type EnqueueOptions,
   type EnqueueResult,
   isCheckedMessage,
+  openInspector,
   type Producer,
   type ProducerOptions,
 } from './producer.js';

@@ -48,6 +48,12 @@ export interface ProducerOptions {
   redis?: RedisInput;
   /** Shards of the queue (hash tags spread over a cluster's masters), 1 to 64. Default MAILROOM_SHARDS, else 1. */
   shards?: number;
+  /**
+   * Opens the queue to look at it (stats, dead letters, campaign status, the dashboard): ready()
+   * does not claim the layout (a tool started with another MAILROOM_SHARDS must not take the queue
+   * over); the first enqueue still does. Default false.
+   */
+  inspect?: boolean;
   /** Queue name, checked by validateQueueName. Default MAILROOM_QUEUE, else `mail`. */
   queue?: string;
   /** Key prefix (a Redis Cluster hash tag). Default MAILROOM_PREFIX, else `{mailroom}`. */
@@ -152,6 +158,19 @@ export interface Producer {
 }
 
 const MAX_PRIORITY = 2_097_152;
+
+/**
+ * `shard`, when workers of `layout` read it; else MailError ESHARD: campaign `id` was pinned to a
+ * shard under another MAILROOM_SHARDS, and nothing may be enqueued (or claimed for a retry) for it.
+ */
+export function consumedShard(shard: QueueShard, id: string, layout: QueueLayout): QueueShard {
+  if (shard.index !== -1) return shard;
+  throw new MailError(
+    `campaign "${id}" lives on shard ${shard.prefix}, which MAILROOM_SHARDS=${layout.shards.length} does not have: ` +
+      'no worker would take its batches. Run it with the MAILROOM_SHARDS it was started with.',
+    { code: 'ESHARD' },
+  );
+}
 
 function atMost(value: number, limit: number, name: string): number {
   if (value > limit)
@@ -473,21 +492,34 @@ export function createProducer(options: ProducerOptions = {}): Producer {
   // never goes on enqueueing on a layout the queue has left (another MAILROOM_SHARDS took it over).
   let layoutClaimed: Promise<void> | undefined;
   let layoutCheckedAt = 0;
+  let superseded: ConfigError | undefined;
   // Batches without an idempotency key or campaign go to the shards in turn, from a random one.
   let nextShard = Math.floor(Math.random() * layout.shards.length);
 
   async function ready(): Promise<void> {
     await waitForRedis(redis, where, resolved.connectTimeout, () => lastError);
+    if (!options.inspect) await claimed();
+  }
+
+  /**
+   * The layout claimed (claimLayout) before the first write, then looked at again at most every
+   * epochCheckInterval. Once another count has taken the queue over, every later call refuses: a
+   * stale producer claiming the queue back would write where the new workers never read.
+   */
+  async function claimed(): Promise<void> {
+    if (superseded) throw superseded;
     if (layoutClaimed && Date.now() - layoutCheckedAt >= producerDefaults.epochCheckInterval) {
       const recorded = await redis.get(layout.home.keys.layout);
       layoutCheckedAt = Date.now();
-      // Gone (Redis lost its data): claimed again below. Changed: this producer's count is stale.
-      if (recorded === null || Number(recorded) !== layout.shards.length) layoutClaimed = undefined;
-      if (recorded !== null && Number(recorded) !== layout.shards.length)
-        throw new ConfigError(
+      // Gone (Redis lost its data): claimed again below.
+      if (recorded === null) layoutClaimed = undefined;
+      else if (Number(recorded) !== layout.shards.length) {
+        superseded = new ConfigError(
           `queue "${resolved.queue}" is now laid out over ${recorded} shard(s), not MAILROOM_SHARDS=${layout.shards.length}: ` +
             `restart this producer with MAILROOM_SHARDS=${recorded}`,
         );
+        throw superseded;
+      }
     }
     layoutClaimed ??= claimLayout(redis, layout).then(
       () => {
@@ -502,7 +534,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
   }
 
   async function campaignShard(id: string, shardOptions: { assign?: boolean } = {}): Promise<QueueShard> {
-    if (layout.shards.length === 1 && !shardOptions.assign) return layout.home;
+    // Looked up even on one shard: a campaign pinned under an earlier count keeps its shard.
     return campaignShardOf(redis, layout, id, {
       ...(shardOptions.assign ? { assign: true } : {}),
       ttl: protocolDefaults.campaignTtl,
@@ -511,16 +543,9 @@ export function createProducer(options: ProducerOptions = {}): Producer {
 
   /** The shard one enqueue call writes to: all its batches go there, in one transaction. */
   async function shardFor(enqueueOptions: EnqueueOptions): Promise<QueueShard> {
+    if (enqueueOptions.campaign !== undefined)
+      return consumedShard(await campaignShard(enqueueOptions.campaign), enqueueOptions.campaign, layout);
     if (layout.shards.length === 1) return layout.home;
-    if (enqueueOptions.campaign !== undefined) {
-      const shard = await campaignShard(enqueueOptions.campaign);
-      if (shard.index === -1)
-        throw new MailError(
-          `campaign "${enqueueOptions.campaign}" lives on shard ${shard.prefix}, which MAILROOM_SHARDS=${layout.shards.length} no longer has: no worker would take its batches`,
-          { code: 'ESHARD' },
-        );
-      return shard;
-    }
     if (enqueueOptions.idempotencyKey !== undefined) return layout.shardForKey(enqueueOptions.idempotencyKey);
     nextShard = (nextShard + 1) % layout.shards.length;
     return layout.shards[nextShard] as QueueShard;
@@ -608,6 +633,8 @@ export function createProducer(options: ProducerOptions = {}): Producer {
       });
     try {
       await ready();
+      // An inspecting producer (options.inspect) claims the layout only when it first enqueues.
+      await claimed();
       const shard = await shardFor(enqueueOptions);
       // At most one round trip every epochCheckInterval. The marker only reports: enqueueing the
       // messages in hand is right whatever it says, so a failure to read it never fails the call.
@@ -699,7 +726,7 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     keys,
     layout,
     redis,
-    options: { ...resolved, shards: layout.shards.length },
+    options: { ...resolved, shards: layout.shards.length, inspect: options.inspect === true },
     logger,
     epoch,
     enqueue,
@@ -713,4 +740,27 @@ export function createProducer(options: ProducerOptions = {}): Producer {
     ready,
     close,
   };
+}
+
+/**
+ * A producer opened to look at a queue (stats, dead letters, campaign status, a dashboard): `inspect`
+ * on, ready, and on the shard count the queue recorded whatever `options.shards` (MAILROOM_SHARDS)
+ * says, so that it reads every shard and never takes the queue over. Rejects as ready() does (the
+ * producer is closed then).
+ */
+export async function openInspector(options: ProducerOptions = {}): Promise<Producer> {
+  let producer = createProducer({ ...options, inspect: true });
+  try {
+    await producer.ready();
+    const recorded = Number(await producer.redis.get(producer.keys.layout));
+    if (Number.isInteger(recorded) && recorded >= 1 && recorded !== producer.layout.shards.length) {
+      await producer.close();
+      producer = createProducer({ ...options, shards: recorded, inspect: true });
+      await producer.ready();
+    }
+  } catch (error) {
+    await producer.close();
+    throw error;
+  }
+  return producer;
 }

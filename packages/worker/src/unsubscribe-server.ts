@@ -181,10 +181,7 @@ export function createUnsubscribeHandler(options: UnsubscribeHandlerOptions): Un
         logger.warn(where, 'unsubscribe link with an unusable address refused');
         return send(response, 400, plainText(REFUSALS.forged));
       }
-      logger.warn(
-        { ...where, err: err.message },
-        'unsubscribe not recorded: RedisClient failed; answered 503',
-      );
+      logger.warn({ ...where, err: err.message }, 'unsubscribe not recorded: Redis failed; answered 503');
       // The mailbox provider retries a 5xx later; the person at a browser is told to.
       return send(response, 503, plainText(UNAVAILABLE), { 'retry-after': '60' });
     }
@@ -208,7 +205,7 @@ export function createUnsubscribeHandler(options: UnsubscribeHandlerOptions): Un
 
 /**
  * Starts the endpoint of {@link createUnsubscribeHandler} on `host:port` (0 picks a free port), once
- * Redis answers: RedisClient unreachable for `connectTimeout` throws MailError EREDIS naming it (without a
+ * Redis answers: Redis unreachable for `connectTimeout` throws MailError EREDIS naming it (without a
  * password). Its own Redis connection fails fast (no offline queue), so a request during an outage
  * gets its 503 at once; it reconnects by itself. Throws ConfigError for bad `secrets`, and the
  * listen error (EADDRINUSE...) when the port cannot be had.

@@ -1,4 +1,5 @@
 /** createWorker: a worker process's BullMQ worker, its connections, ledger, limiter and shutdown. */
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type BackendClass,
   type BaseEmailBackend,
@@ -457,7 +458,27 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   // The layout first: a worker started with another MAILROOM_SHARDS than the queue's refuses to start
   // while the shards it would not read hold jobs (and records its count once they are drained).
   const started = (async () => {
-    await claimLayout(redis, layout);
+    // A Redis that is away or failing over (CLUSTERDOWN, READONLY...) is waited out, as BullMQ waits
+    // out a failing fetch; only a layout that does not fit (ConfigError) or close() ends the wait.
+    for (let failures = 0; ; failures++) {
+      try {
+        await claimLayout(redis, layout);
+        break;
+      } catch (error) {
+        if (error instanceof ConfigError || shutdown.signal.aborted) throw error;
+        errorLog.log(
+          'warn',
+          { err: coerceError(error).message },
+          'could not read the queue layout; trying again',
+        );
+        const delay = Math.min(
+          workerDefaults.fetchRetryDelay * 2 ** failures,
+          workerDefaults.fetchRetryMaxDelay,
+        );
+        await sleep(delay, undefined, { signal: shutdown.signal }).catch(() => {});
+        if (shutdown.signal.aborted) throw error;
+      }
+    }
     if (options.autorun === false) return;
     for (const worker of bullWorkers) {
       worker

@@ -86,7 +86,7 @@ export interface RecordedLoss {
 
 /**
  * The marker: a hash `<prefix>:<queue>:epoch` with a random `id` that lives exactly as long as the
- * queue's data. When a process that remembers an id finds the marker gone or with another id, RedisClient
+ * queue's data. When a process that remembers an id finds the marker gone or with another id, Redis
  * lost the data it remembered.
  */
 export interface EpochMarker {

@@ -63,7 +63,7 @@ export interface EpochWatchOptions {
 
 /**
  * What one process knows of its queue's epoch: the marker it saw last and the campaigns it knew, so
- * that when the marker vanishes (RedisClient restarted without persistence, was flushed, evicted the key)
+ * that when the marker vanishes (Redis restarted without persistence, was flushed, evicted the key)
  * it can say so at once, loudly, with what was lost, and record the loss (the campaigns by id) on a
  * new marker for the producer's startCampaign and campaignStatus to find. Nothing remembers across a
  * restart of every process together with Redis: that is what Redis persistence is for.

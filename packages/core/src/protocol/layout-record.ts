@@ -1,7 +1,7 @@
 /** The shard count a queue is laid out with, recorded on its home shard: changing MAILROOM_SHARDS never strands a job. */
 import { ConfigError } from '../errors.js';
 import type { RedisClient } from './redis.js';
-import { type QueueLayout, type QueueShard, queueLayout } from './shards.js';
+import { MAX_SHARDS, type QueueLayout, type QueueShard, queueLayout } from './shards.js';
 
 /** Jobs of a shard not yet completed: waiting, active, prioritized, delayed, paused, failed (dead letters). */
 export async function unfinishedJobs(redis: RedisClient, shard: QueueShard): Promise<number> {
@@ -36,11 +36,11 @@ export async function claimLayout(redis: RedisClient, layout: QueueLayout): Prom
     }
     const count = Number(recorded);
     if (count === wanted) return;
-    if (!Number.isInteger(count) || count < 1) {
-      // Not a count mailroom wrote: take the queue as unsharded, which is what it was before any record.
-      await redis.set(key, String(wanted));
-      return;
-    }
+    if (!Number.isInteger(count) || count < 1 || count > MAX_SHARDS)
+      throw new ConfigError(
+        `queue "${layout.queue}": its layout record ${key} holds ${JSON.stringify(recorded)}, not a shard count ` +
+          `(1 to ${MAX_SHARDS}) mailroom writes; set it to the MAILROOM_SHARDS its producers and workers use`,
+      );
     const old = queueLayout(layout.prefix, layout.queue, count);
     const kept = new Set(layout.shards.map((shard) => shard.prefix));
     const left = old.shards.filter((shard) => !kept.has(shard.prefix));
@@ -82,11 +82,13 @@ function shardByPrefix(layout: QueueLayout, prefix: string): QueueShard {
 }
 
 /**
- * The shard campaign `id` lives on: the one recorded when it started (home when none is recorded: a
- * campaign started before shards existed, or never started). With `assign`, a campaign without a
- * record gets one: the shard its id hashes to, unless its record already sits on the home shard (a
- * campaign from before shards, resumed). A shard that is not part of `layout` any more (MAILROOM_SHARDS
- * changed since) comes back with index -1: readable, but no worker takes jobs from it.
+ * The shard campaign `id` lives on: the one recorded when it started. Without a record: home when its
+ * campaign record is there (a campaign started before shards) or the queue has one shard, else the
+ * shard its id hashes to (where it was pinned, if the record expired). With `assign`, a campaign
+ * without a record on a sharded queue gets one, and a recorded one has the index's life renewed
+ * (`ttl`): the index lives as long as its newest campaign. A shard that is not part of `layout` any
+ * more (MAILROOM_SHARDS changed since) comes back with index -1: readable, but no worker takes jobs
+ * from it, so nothing may be enqueued for it.
  */
 export async function campaignShardOf(
   redis: RedisClient,
@@ -96,18 +98,22 @@ export async function campaignShardOf(
 ): Promise<QueueShard> {
   const index = layout.home.keys.campaignShards;
   const recorded = await redis.hget(index, id);
-  if (recorded !== null) return shardByPrefix(layout, recorded);
-  if (!options.assign || layout.shards.length === 1) return layout.home;
+  if (recorded !== null) {
+    if (options.assign && options.ttl !== undefined) await redis.pexpire(index, options.ttl);
+    return shardByPrefix(layout, recorded);
+  }
+  if (layout.shards.length === 1) return layout.home;
   const onHome = (await redis.exists(layout.home.keys.campaign(id))) === 1;
   const chosen = onHome ? layout.home : layout.campaignShard(id);
+  if (!options.assign) return chosen;
   await redis.hsetnx(index, id, chosen.prefix);
   if (options.ttl !== undefined) await redis.pexpire(index, options.ttl);
   return shardByPrefix(layout, (await redis.hget(index, id)) ?? chosen.prefix);
 }
 
 /**
- * The shards of several campaigns at once (one HMGET on the home shard): element i is the shard of
- * `ids[i]` (see {@link campaignShardOf}; home for a campaign without a record).
+ * The shards of several campaigns at once (one HMGET on the home shard, more only for campaigns
+ * without a record on a sharded queue): element i is the shard of `ids[i]` ({@link campaignShardOf}).
  */
 export async function campaignShardsOf(
   redis: RedisClient,
@@ -116,7 +122,15 @@ export async function campaignShardsOf(
 ): Promise<QueueShard[]> {
   if (ids.length === 0) return [];
   const recorded = await redis.hmget(layout.home.keys.campaignShards, ...ids);
-  return recorded.map((prefix) => (prefix === null ? layout.home : shardByPrefix(layout, prefix)));
+  return Promise.all(
+    recorded.map((prefix, position) =>
+      prefix !== null
+        ? shardByPrefix(layout, prefix)
+        : layout.shards.length === 1
+          ? layout.home
+          : campaignShardOf(redis, layout, ids[position] as string),
+    ),
+  );
 }
 
 /**

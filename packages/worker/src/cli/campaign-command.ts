@@ -213,7 +213,7 @@ async function start(argv: string[], context: CliContext): Promise<number> {
   const message = { template, emptyValues, columns: scan.columns, ...(unsubscribe ? { unsubscribe } : {}) };
   checkPlaceholders(message, scan.columns);
 
-  return withProducer(context, { queue: values.queue, batchSize }, async (producer) => {
+  return withProducer(context, { queue: values.queue, batchSize, enqueues: true }, async (producer) => {
     const plan = {
       options: { ...message, ...(values.id === undefined ? {} : { id: values.id }) },
       path: recipientsPath,

@@ -142,7 +142,7 @@ export async function failuresSubcommand(argv: string[], context: CliContext): P
 export async function retrySubcommand(argv: string[], context: CliContext): Promise<number> {
   const { values, positionals } = parseFlags(argv, retryFlags, campaignFailuresUsage);
   const id = onlyId(positionals, 'retry', campaignFailuresUsage);
-  return withProducer(context, { queue: values.queue }, async (producer) => {
+  return withProducer(context, { queue: values.queue, enqueues: true }, async (producer) => {
     const result = await retryCampaign(producer, id, { transient: Boolean(values.transient) });
     if (values.json) {
       printJson(context, { id, ...result });

@@ -11,7 +11,7 @@ import {
   readSettings,
 } from '@mailroom/core';
 import type { RedisInput } from '@mailroom/core/protocol';
-import { createProducer, type Producer } from '@mailroom/producer';
+import { createProducer, openInspector, type Producer } from '@mailroom/producer';
 import { pino } from 'pino';
 import { redisOf } from '../config.js';
 import { type CliContext, InputError, jsonLogStream, UsageError } from './io.js';
@@ -48,23 +48,31 @@ export function readQueueEnvironment(env: NodeJS.ProcessEnv, queueFlag?: string)
  * Opens a producer on the configured queue and waits until Redis answers: Redis down is a MailError
  * EREDIS within the producer's connect timeout (1 s), which the CLI turns into exit code 4. The
  * producer's own log lines (warnings and up, or LOG_LEVEL) go to stderr so stdout stays parseable.
+ * Without `enqueues`, the producer inspects: it is opened on the shard count the queue recorded and
+ * never changes it; with it, MAILROOM_SHARDS is claimed as producers claim it.
  */
 async function openProducer(
   context: CliContext,
-  options: { queue?: string | undefined; batchSize?: number | undefined } = {},
+  options: {
+    queue?: string | undefined;
+    batchSize?: number | undefined;
+    enqueues?: boolean | undefined;
+  } = {},
 ): Promise<Producer> {
   const environment = readQueueEnvironment(context.env, options.queue);
-  const producer = createProducer({
+  const producerOptions = {
     redis: environment.redis,
-    shards: environment.shards,
     queue: environment.queue,
     prefix: environment.prefix,
+    shards: environment.shards,
     ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
     logger: pino(
       { name: 'mailroom-cli', level: context.env.LOG_LEVEL ?? 'warn' },
       jsonLogStream(context.stderr),
     ),
-  });
+  };
+  if (options.enqueues !== true) return openInspector(producerOptions);
+  const producer = createProducer(producerOptions);
   try {
     await producer.ready();
   } catch (error) {
@@ -77,7 +85,7 @@ async function openProducer(
 /** Runs `work` with an open producer and closes the producer afterwards, whatever happens. */
 export async function withProducer<T>(
   context: CliContext,
-  options: { queue?: string | undefined; batchSize?: number | undefined },
+  options: { queue?: string | undefined; batchSize?: number | undefined; enqueues?: boolean | undefined },
   work: (producer: Producer) => Promise<T>,
 ): Promise<T> {
   const producer = await openProducer(context, options);

@@ -1,3 +1,4 @@
+/** `mailroom dashboard`: the operators' web dashboard over one queue, until SIGTERM/SIGINT. */
 import { pino } from 'pino';
 import { dashboardDefaults, startDashboard } from '../dashboard/server.js';
 import { portFlag, readQueueEnvironment } from './common.js';

@@ -224,7 +224,7 @@ export async function enqueueCommand(argv: string[], context: CliContext): Promi
   }
 
   // Pass 2: enqueue in chunks.
-  return withProducer(context, { queue: values.queue, batchSize }, async (producer) => {
+  return withProducer(context, { queue: values.queue, batchSize, enqueues: true }, async (producer) => {
     const totals = await enqueueAll(
       producer,
       path,

@@ -251,7 +251,7 @@ export async function sendCommand(argv: string[], context: CliContext): Promise<
   }
   if (values.now) return sendNow(message, values, context);
 
-  return withProducer(context, { queue: values.queue }, async (producer) => {
+  return withProducer(context, { queue: values.queue, enqueues: true }, async (producer) => {
     const key = values['idempotency-key'];
     const result = await producer.enqueue(checked, key === undefined ? {} : { idempotencyKey: key });
     const jobId = result.jobIds[0] ?? null;

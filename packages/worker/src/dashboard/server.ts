@@ -10,7 +10,7 @@ import { type RedisInput, SECOND, SUPPRESSION_REASONS, SuppressionList } from '@
 import {
   campaignStatus,
   cancelCampaign,
-  createProducer,
+  openInspector,
   type Producer,
   pauseCampaign,
   resumeCampaign,
@@ -189,7 +189,8 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       'MAILROOM_DASHBOARD_TOKEN is shorter than 16 characters: use a long random one (openssl rand -hex 32)',
     );
   }
-  const producer = createProducer({
+  // On the shard count the queue recorded: the dashboard shows every shard and never claims one.
+  const producer = await openInspector({
     redis: options.redis,
     ...(options.queue === undefined ? {} : { queue: options.queue }),
     ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
@@ -198,7 +199,6 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
   });
   let server: Server;
   try {
-    await producer.ready();
     server = await listenHttp(createDashboardHandler(producer, credentials, logger), options.port, host);
   } catch (error) {
     await producer.close();
