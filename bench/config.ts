@@ -10,11 +10,17 @@ export const SCENARIOS = [
   'delay',
   'rtt',
   'profile',
+  'capacity',
 ] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-/** Scenarios run when none is named (the profile runs with --profile or by name). */
-export const DEFAULT_SCENARIOS: readonly ScenarioName[] = SCENARIOS.filter((name) => name !== 'profile');
+/**
+ * Scenarios run when none is named. The profile runs with --profile or by name; capacity by name only,
+ * since it starts a redis-server binary of its own (REDIS_URL may be a remote or containerised Redis).
+ */
+export const DEFAULT_SCENARIOS: readonly ScenarioName[] = SCENARIOS.filter(
+  (name) => name !== 'profile' && name !== 'capacity',
+);
 
 export interface BenchConfig {
   quick: boolean;
@@ -42,6 +48,8 @@ export interface BenchConfig {
   rttSteps: RttStep[];
   /** Messages of each profiled drain. */
   profileMessages: number;
+  /** Messages of each measured drain of the capacity scenario (Redis cost per message). */
+  capacityMessages: number;
   /** Extra node flags for every `mailroom worker` process (e.g. `--max-semi-space-size=4`). */
   workerNodeArgs: string[];
   /** Run mailroom (worker CLI, senders) from source through tsx instead of the build (`pnpm build`, done first). */
@@ -59,7 +67,7 @@ export interface RttStep {
 
 export const usage = `Usage: pnpm bench [scenario...] [options]
 
-Scenarios: ${SCENARIOS.join(', ')} (default: all but profile)
+Scenarios: ${SCENARIOS.join(', ')} (default: all but profile and capacity)
 
 Options:
   --quick                 small sizes, one run: finishes in about two minutes
@@ -68,16 +76,20 @@ Options:
   --profile               also run the profile scenario (CPU profiles of worker, producer, baselines)
   --concurrency <n>       MAILROOM_CONCURRENCY of mailroom workers and of baseline (b) (default 2)
   --chunk <n>             messages per enqueue/addBulk call (default 1000)
-  --enqueue <n> --drain <n> --latency <n> --memory <n> --delay <n> --warmup <n>
-                          sizes (full: 100000, 20000, 500, 100000, 1000, 200;
-                          quick: 5000, 500, 50, 1500, 60, 20)
+  --enqueue <n> --drain <n> --latency <n> --memory <n> --delay <n> --warmup <n> --capacity <n>
+                          sizes (full: 100000, 20000, 500, 100000, 1000, 200, 20000;
+                          quick: 5000, 500, 50, 1500, 60, 20, 2000)
   --reply-delay <ms>      reply delay of the delay scenario (default 5)
   --rtt <a,b,c>           messages per connection of the rtt scenario at ${RTTS_MS.join(', ')} ms RTT
                           (full: 400,300,60; quick: 150,30,10)
   --worker-node-args=<a>  extra node flags for the mailroom worker processes, space-separated
   --source                run mailroom (workers, senders) from source through tsx (default: the
                           build, made with pnpm build before the first scenario, as it is deployed)
-  --help`;
+  --help
+
+capacity starts a private redis-server (the binary on the PATH) for its drains; with
+MAILROOM_BENCH_CLUSTER=<host:port,...> (seed nodes of a Redis Cluster, e.g. bash scripts/redis-cluster.sh
+start) it also drains through the cluster with MAILROOM_SHARDS=1 and 3 and reports each master's share.`;
 
 function count(value: string | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
@@ -115,6 +127,7 @@ export function parseConfig(argv: string[]): BenchConfig | 'help' {
       memory: { type: 'string' },
       delay: { type: 'string' },
       warmup: { type: 'string' },
+      capacity: { type: 'string' },
       'reply-delay': { type: 'string' },
       rtt: { type: 'string' },
       'worker-node-args': { type: 'string' },
@@ -150,6 +163,7 @@ export function parseConfig(argv: string[]): BenchConfig | 'help' {
     replyDelayMs: count(values['reply-delay'], 5, 'reply-delay'),
     rttSteps: rttSteps(values.rtt, quick ? [150, 30, 10] : [400, 300, 60]),
     profileMessages: drainMessages,
+    capacityMessages: count(values.capacity, quick ? 2000 : 20_000, 'capacity'),
     workerNodeArgs: (values['worker-node-args'] ?? '').split(' ').filter((word) => word !== ''),
     source: values.source,
   };

@@ -120,3 +120,89 @@ export async function waitForIdle(queue: Queue, timeoutMs = 60_000): Promise<voi
     await sleep(25);
   }
 }
+
+/** One command's counters from INFO commandstats. */
+export interface CommandCounters {
+  calls: number;
+  /** Microseconds spent running it (a script's time includes the commands it called). */
+  usec: number;
+}
+
+/** The server-wide counters a drain moves (INFO stats, cpu and commandstats), at one instant or as a difference. */
+export interface ServerCounters {
+  /** total_commands_processed: every command run, those called inside Lua scripts included. */
+  commands: number;
+  /** used_cpu_user + used_cpu_sys, seconds: every thread of redis-server. */
+  cpuSeconds: number;
+  /** used_cpu_user_main_thread + used_cpu_sys_main_thread, seconds: the thread that runs commands. */
+  mainThreadCpuSeconds: number;
+  /** total_net_input_bytes and total_net_output_bytes (client traffic; replication has its own counters). */
+  netInputBytes: number;
+  netOutputBytes: number;
+  /** INFO commandstats by command name (`evalsha`, `client|setname`...). */
+  commandStats: Record<string, CommandCounters>;
+}
+
+/** Parses the reply of `INFO stats cpu commandstats`; a field Redis did not give reads as NaN. */
+export function parseServerCounters(info: string): ServerCounters {
+  const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN);
+  const commandStats: Record<string, CommandCounters> = {};
+  for (const match of info.matchAll(/^cmdstat_(\S+?):calls=(\d+),usec=(\d+)/gm)) {
+    commandStats[match[1] as string] = { calls: Number(match[2]), usec: Number(match[3]) };
+  }
+  return {
+    commands: field('total_commands_processed'),
+    cpuSeconds: field('used_cpu_user') + field('used_cpu_sys'),
+    mainThreadCpuSeconds: field('used_cpu_user_main_thread') + field('used_cpu_sys_main_thread'),
+    netInputBytes: field('total_net_input_bytes'),
+    netOutputBytes: field('total_net_output_bytes'),
+    commandStats,
+  };
+}
+
+/** The server's counters now: one INFO command (Redis 7 takes several sections at once). */
+export async function serverCounters(redis: Redis): Promise<ServerCounters> {
+  return parseServerCounters(String(await redis.call('INFO', 'stats', 'cpu', 'commandstats')));
+}
+
+/** What moved from `before` to `after`; commands that did not run in between are left out. */
+export function counterDelta(before: ServerCounters, after: ServerCounters): ServerCounters {
+  const commandStats: Record<string, CommandCounters> = {};
+  for (const [name, counters] of Object.entries(after.commandStats)) {
+    const calls = counters.calls - (before.commandStats[name]?.calls ?? 0);
+    if (calls > 0)
+      commandStats[name] = { calls, usec: counters.usec - (before.commandStats[name]?.usec ?? 0) };
+  }
+  return {
+    commands: after.commands - before.commands,
+    cpuSeconds: after.cpuSeconds - before.cpuSeconds,
+    mainThreadCpuSeconds: after.mainThreadCpuSeconds - before.mainThreadCpuSeconds,
+    netInputBytes: after.netInputBytes - before.netInputBytes,
+    netOutputBytes: after.netOutputBytes - before.netOutputBytes,
+    commandStats,
+  };
+}
+
+/** The sum of several servers' counters (a cluster's masters), command by command. */
+export function sumCounters(list: readonly ServerCounters[]): ServerCounters {
+  const total: ServerCounters = {
+    commands: 0,
+    cpuSeconds: 0,
+    mainThreadCpuSeconds: 0,
+    netInputBytes: 0,
+    netOutputBytes: 0,
+    commandStats: {},
+  };
+  for (const counters of list) {
+    total.commands += counters.commands;
+    total.cpuSeconds += counters.cpuSeconds;
+    total.mainThreadCpuSeconds += counters.mainThreadCpuSeconds;
+    total.netInputBytes += counters.netInputBytes;
+    total.netOutputBytes += counters.netOutputBytes;
+    for (const [name, { calls, usec }] of Object.entries(counters.commandStats)) {
+      const sum = total.commandStats[name] ?? { calls: 0, usec: 0 };
+      total.commandStats[name] = { calls: sum.calls + calls, usec: sum.usec + usec };
+    }
+  }
+  return total;
+}

@@ -9,6 +9,7 @@
  *   pnpm bench --quick            small sizes, one run (about two minutes)
  *   pnpm bench drain-1 --runs 5   one scenario by name
  *   pnpm bench --profile          also CPU profiles (worker, producer, baselines)
+ *   pnpm bench capacity           Redis commands/CPU per message on a private redis-server (by name only)
  *
  * Prints the machine and a table `metric | mailroom | baseline | ratio | target | met?`, and
  * writes every run's raw figures to bench/results/bench-<time>.json (git-ignored).
@@ -22,6 +23,7 @@ import { type BenchConfig, parseConfig, type ScenarioName, usage } from './confi
 import { killAll } from './processes.js';
 import { redisVersion, removeKeys } from './redis-stats.js';
 import { describeMachine, formatMachine, formatTable, type Medians, tableRows } from './report.js';
+import { capacityRows, capacityScenario } from './scenarios/capacity.js';
 import { delayScenario } from './scenarios/delay.js';
 import { drainScenario } from './scenarios/drain.js';
 import { enqueueScenario } from './scenarios/enqueue.js';
@@ -42,6 +44,7 @@ const scenarios: Record<ScenarioName, (context: Context, run: number) => Promise
   delay: delayScenario,
   rtt: rttScenario,
   profile: profileScenario,
+  capacity: capacityScenario,
 };
 
 function mediansOf(runs: RunResult[]): Record<string, number> {
@@ -117,7 +120,7 @@ async function main(config: BenchConfig): Promise<number> {
   const medians: Medians = Object.fromEntries(
     Object.entries(results).map(([name, result]) => [name, result.medians]),
   );
-  const rows = tableRows(config, medians, failed);
+  const rows = [...tableRows(config, medians, failed), ...capacityRows(config, medians.capacity)];
   const finished = new Date();
   const endMachine = describeMachine(machine.redis);
   say('');
