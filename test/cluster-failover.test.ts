@@ -5,7 +5,7 @@
  * printed, and the workers carry on without a restart.
  */
 import { EmailMessage } from '@mailroom/core';
-import { createProducer } from '@mailroom/producer';
+import { createProducer, type Producer } from '@mailroom/producer';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -18,7 +18,13 @@ import {
   useHarness,
 } from './support/harness.js';
 import { uniqueQueue } from './support/redis.js';
-import { clusterSettle, ensureCluster, failoverMasterOf, killMasterOf } from './support/redis-cluster.js';
+import {
+  clusterSettle,
+  ensureCluster,
+  failoverMasterOf,
+  killMasterOf,
+  removeClusterQueueKeys,
+} from './support/redis-cluster.js';
 import { captureLogger, waitUntil } from './support/wait.js';
 import { runMailroom, startWorker } from './support/worker-process.js';
 
@@ -39,20 +45,19 @@ afterAll(async () => {
   await clusterSettle();
 }, 120_000);
 
-/** Every key of `queue` on every master, removed one UNLINK at a time (keys of several slots). */
-async function removeClusterKeys(queue: string): Promise<void> {
-  for (const node of cluster.nodes('master')) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', `*:${queue}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) {
-        const pipeline = node.pipeline();
-        for (const key of keys) pipeline.unlink(key);
-        await pipeline.exec();
-      }
-    } while (cursor !== '0');
-  }
+/** Every key of `queue` on the cluster, after the test. */
+const removeClusterKeys = (queue: string) => removeClusterQueueKeys(cluster, queue);
+
+/** A producer on `queue` with 3 shards over the cluster, closed after the test. */
+function shardedProducer(queue: string): Producer {
+  const producer = createProducer({
+    redis: { cluster: seeds },
+    queue,
+    shards: 3,
+    logger: captureLogger().logger,
+  });
+  harness.onCleanup(() => producer.close());
+  return producer;
 }
 
 const MESSAGES = 3000;
@@ -68,13 +73,7 @@ describe('failover mid-drain on a sharded queue', () => {
       harness.onCleanup(() => removeClusterKeys(queue));
       // Slow replies keep the drain going for several seconds: both failovers happen mid-drain.
       const server = await smtpServer(harness, { replyDelayMs: 8, keepRawMessages: false });
-      const producer = createProducer({
-        redis: { cluster: seeds },
-        queue,
-        shards: 3,
-        logger: captureLogger().logger,
-      });
-      harness.onCleanup(() => producer.close());
+      const producer = shardedProducer(queue);
       for (let call = 0; call < MESSAGES / 100; call++) {
         await producer.enqueue(
           Array.from(
@@ -154,13 +153,7 @@ describe('the CLI on a sharded queue of the cluster', () => {
     async () => {
       const queue = uniqueQueue('cluster-cli');
       harness.onCleanup(() => removeClusterKeys(queue));
-      const producer = createProducer({
-        redis: { cluster: seeds },
-        queue,
-        shards: 3,
-        logger: captureLogger().logger,
-      });
-      harness.onCleanup(() => producer.close());
+      const producer = shardedProducer(queue);
       for (let call = 0; call < 3; call++) {
         await producer.enqueue(new EmailMessage('Hi', 'Hello', 'news@example.com', [`c${call}@example.com`]));
       }

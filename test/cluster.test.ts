@@ -28,7 +28,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readQueueBacklog } from '../packages/worker/src/queue-gauges.js';
 import { receiptsPerRecipient, useHarness } from './support/harness.js';
 import { uniqueQueue } from './support/redis.js';
-import { ensureCluster, masterOfKey, perMaster } from './support/redis-cluster.js';
+import { ensureCluster, masterOfKey, perMaster, removeClusterQueueKeys } from './support/redis-cluster.js';
 import { type SmtpServerOptions, type SmtpTestServer, startSmtpServer } from './support/smtp-server.js';
 import { captureLogger, waitUntil } from './support/wait.js';
 
@@ -47,21 +47,8 @@ afterAll(async () => {
   await cluster?.quit();
 });
 
-/** Every key of `queue` on every master, removed one UNLINK at a time (keys of several slots). */
-async function removeClusterKeys(queue: string): Promise<void> {
-  for (const node of cluster.nodes('master')) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', `*:${queue}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) {
-        const pipeline = node.pipeline();
-        for (const key of keys) pipeline.unlink(key);
-        await pipeline.exec();
-      }
-    } while (cursor !== '0');
-  }
-}
+/** Every key of `queue` on the cluster, after the test. */
+const removeClusterKeys = (queue: string) => removeClusterQueueKeys(cluster, queue);
 
 interface Rig {
   queue: string;

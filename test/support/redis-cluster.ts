@@ -3,7 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
+import { type Cluster, Redis } from 'ioredis';
 
 // cluster-key-slot is ioredis's own dependency, not the root package's, and pnpm does not hoist it
 // where test/ can import it: resolve it from ioredis's directory (the very function ioredis routes by).
@@ -463,4 +463,20 @@ function holdScriptLock(): Promise<{ release(): Promise<void> }> {
       }),
     );
   });
+}
+
+/** Every key of `queue` (any shard prefix) on every master of `cluster`, removed one UNLINK at a time (keys of several slots). */
+export async function removeClusterQueueKeys(cluster: Cluster, queue: string): Promise<void> {
+  for (const node of cluster.nodes('master')) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `*:${queue}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) {
+        const pipeline = node.pipeline();
+        for (const key of keys) pipeline.unlink(key);
+        await pipeline.exec();
+      }
+    } while (cursor !== '0');
+  }
 }

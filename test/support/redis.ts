@@ -43,3 +43,13 @@ export async function queueKeyNames(redis: Redis, queue: string, prefix = PREFIX
   } while (cursor !== '0');
   return found;
 }
+
+/** Deletes every key of the queue under any prefix, every shard's included (`*:<queue>:*`), with SCAN. */
+export async function removeShardedQueueKeys(redis: Redis, queue: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `*:${queue}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.del(...keys);
+  } while (cursor !== '0');
+}

@@ -9,7 +9,7 @@ import {
   startCampaign,
 } from '@mailroom/producer';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { REDIS_URL, testRedis, uniqueQueue } from '../../../test/support/redis.js';
+import { REDIS_URL, removeShardedQueueKeys, testRedis, uniqueQueue } from '../../../test/support/redis.js';
 import { silentLogger } from './support/redis.js';
 
 const redis = testRedis();
@@ -27,12 +27,7 @@ function producerOn(shards: number, queue = uniqueQueue('producer-shards')): Pro
   const producer = createProducer({ redis: REDIS_URL, queue, shards, logger: silentLogger });
   cleanups.push(async () => {
     await producer.close();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `*:${queue}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
+    await removeShardedQueueKeys(redis, queue);
   });
   return producer;
 }

@@ -14,7 +14,7 @@ import {
 } from '@mailroom/core/protocol';
 import calculateSlot from 'cluster-key-slot';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { testRedis, uniqueQueue } from '../../../../test/support/redis.js';
+import { removeShardedQueueKeys, testRedis, uniqueQueue } from '../../../../test/support/redis.js';
 
 const redis = testRedis();
 const queues: string[] = [];
@@ -27,14 +27,7 @@ function freshQueue(): string {
 }
 
 afterEach(async () => {
-  for (const queue of queues.splice(0)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `*:${queue}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  }
+  for (const queue of queues.splice(0)) await removeShardedQueueKeys(redis, queue);
 });
 
 afterAll(async () => {
