@@ -181,6 +181,10 @@ describe('layout record', () => {
     const later = await campaignShardOf(redis, queueLayout('{mailroom}', queue, 1), 'spring');
     expect(later.prefix).toBe(pinned.prefix);
     if (pinned.index !== 0) expect(later.index).toBe(-1);
+    // Every start renews the index's life: it lives as long as its newest campaign.
+    await redis.pexpire(layout.home.keys.campaignShards, 1000);
+    await campaignShardOf(redis, layout, 'spring', { assign: true, ttl: 3_600_000 });
+    expect(await redis.pttl(layout.home.keys.campaignShards)).toBeGreaterThan(3_000_000);
     // A campaign whose record is on the home shard (started unsharded) stays there.
     const old = [...Array(50).keys()]
       .map((i) => `old-${i}`)
