@@ -22,13 +22,20 @@ async function errorRedis(options: Parameters<typeof startErrorRedis>[0]): Promi
   return server;
 }
 
+/** The lines a worker writes for a failing Redis: the connection, a job fetch, the queue layout read at start. */
+const ERROR_LINES = new Set([
+  'worker error',
+  'redis connection error',
+  'could not read the queue layout; trying again',
+]);
+
 /** Log lines a second and commands a second a worker pointed at `redis` writes and sends. */
 async function measure(redis: ErrorRedis, label: string) {
   const worker = harness.track(
     await startWorker({ REDIS_URL: redis.url, EMAIL_BACKEND: 'console', MAILROOM_SHUTDOWN_TIMEOUT: '2s' }),
   );
   // Past the start-up: connected (or trying to), the first errors written.
-  await worker.waitForLog((line) => line.msg === 'worker error' || line.msg === 'redis connection error');
+  await worker.waitForLog((line) => typeof line.msg === 'string' && ERROR_LINES.has(line.msg));
   await sleep(1000);
   const [lines, commands] = [worker.logs.length, redis.commandCount];
   await sleep(WINDOW_SECONDS * 1000);
@@ -55,6 +62,29 @@ describe('a persistent Redis error', () => {
     // ready, then every command on a key is MOVED.
     const redis = await errorRedis({ reply: '-MOVED 1234 127.0.0.1:1', connectionCommandsWork: true });
     const { worker, linesPerSecond, commandsPerSecond } = await measure(redis, 'Redis Cluster node, MOVED');
+    expect(linesPerSecond).toBeLessThan(20);
+    // The worker backs off (its first command, the layout read, as BullMQ's fetch in bull-worker.ts)
+    // instead of retrying thousands of times a second.
+    expect(commandsPerSecond).toBeLessThan(100);
+    expect(
+      worker.logs.some(
+        (line) =>
+          typeof line.msg === 'string' && ERROR_LINES.has(line.msg) && line.err === 'MOVED 1234 127.0.0.1:1',
+      ),
+    ).toBe(true);
+  });
+});
+
+describe('a persistent Redis error after start-up', () => {
+  it('on every job fetch (MOVED) is logged a bounded number of times a second, and not retried in a hot loop', async () => {
+    // The node also answers the layout read (GET: the queue has 1 shard), so the worker starts its
+    // BullMQ workers, whose every fetch is then MOVED.
+    const redis = await errorRedis({
+      reply: '-MOVED 1234 127.0.0.1:1',
+      connectionCommandsWork: true,
+      answers: { GET: '$1\r\n1\r\n' },
+    });
+    const { worker, linesPerSecond, commandsPerSecond } = await measure(redis, 'MOVED on every job fetch');
     expect(linesPerSecond).toBeLessThan(20);
     // BullMQ's fetch backs off (bull-worker.ts) instead of thousands a second.
     expect(commandsPerSecond).toBeLessThan(100);

@@ -29,6 +29,8 @@ export interface ErrorRedisOptions {
    * connects, passes its ready check and then fails every command. Default false.
    */
   connectionCommandsWork?: boolean;
+  /** Raw RESP answers of other commands by name (upper case), e.g. `{ GET: '$1\r\n1\r\n' }`. */
+  answers?: Readonly<Record<string, string>>;
 }
 
 const INFO = 'redis_version:7.2.4\r\nredis_mode:standalone\r\nloading:0\r\nmaxmemory_policy:noeviction\r\n';
@@ -77,7 +79,7 @@ export async function startErrorRedis(options: ErrorRedisOptions = {}): Promise<
   let commandCount = 0;
   const error = `${options.reply ?? '-ERR this server refuses every command'}\r\n`;
   const answer = (name: string) =>
-    (options.connectionCommandsWork ? HEALTHY_ANSWERS[name] : undefined) ?? error;
+    (options.connectionCommandsWork ? HEALTHY_ANSWERS[name] : undefined) ?? options.answers?.[name] ?? error;
   const server: Server = createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
