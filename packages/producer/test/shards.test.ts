@@ -8,27 +8,19 @@ import {
   retryCampaign,
   startCampaign,
 } from '@mailroom/producer';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { REDIS_URL, removeShardedQueueKeys, testRedis, uniqueQueue } from '../../../test/support/redis.js';
+import { describe, expect, it } from 'vitest';
+import { useHarness } from '../../../test/support/harness.js';
+import { REDIS_URL, removeShardedQueueKeys, uniqueQueue } from '../../../test/support/redis.js';
 import { silentLogger } from './support/redis.js';
 
-const redis = testRedis();
-const cleanups: (() => Promise<unknown>)[] = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const harness = useHarness();
+const { redis } = harness;
 
 /** A producer on a fresh queue of `shards` shards; it and every key of the queue go after the test. */
 function producerOn(shards: number, queue = uniqueQueue('producer-shards')): Producer {
   const producer = createProducer({ redis: REDIS_URL, queue, shards, logger: silentLogger });
-  cleanups.push(async () => {
-    await producer.close();
-    await removeShardedQueueKeys(redis, queue);
-  });
+  harness.onCleanup(() => removeShardedQueueKeys(redis, queue));
+  harness.onCleanup(() => producer.close());
   return producer;
 }
 

@@ -1,30 +1,24 @@
 /** A worker starts only on a queue layout that fits its MAILROOM_SHARDS, and waits out a layout it cannot read yet. */
 import { ConfigError } from '@mailroom/core';
 import { queueLayout } from '@mailroom/core/protocol';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { REDIS_URL, removeShardedQueueKeys, testRedis, uniqueQueue } from '../../../test/support/redis.js';
+import { describe, expect, it } from 'vitest';
+import { useHarness } from '../../../test/support/harness.js';
+import { REDIS_URL, removeShardedQueueKeys, uniqueQueue } from '../../../test/support/redis.js';
 import { captureLogger, waitUntil } from '../../../test/support/wait.js';
 import { createWorker, type MailWorker } from '../src/index.js';
 
-const redis = testRedis();
-const cleanups: (() => Promise<unknown>)[] = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-afterAll(async () => {
-  await redis.quit();
-});
+const harness = useHarness();
+const { redis } = harness;
 
 function workerOn(queue: string, shards: number, logger = captureLogger().logger): MailWorker {
   const worker = createWorker({ redis: REDIS_URL, queue, shards, backend: 'memory', logger });
-  cleanups.push(() => worker.close());
+  harness.onCleanup(() => worker.close());
   return worker;
 }
 
 function freshQueue(): string {
   const queue = uniqueQueue('worker-layout');
-  cleanups.push(() => removeShardedQueueKeys(redis, queue));
+  harness.onCleanup(() => removeShardedQueueKeys(redis, queue));
   return queue;
 }
 
