@@ -6,7 +6,7 @@
  */
 import { EmailMessage } from '@mailroom/core';
 import { createProducer, type Producer } from '@mailroom/producer';
-import { Cluster } from 'ioredis';
+import type { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CLI_TEST_TIMEOUT,
@@ -19,6 +19,7 @@ import {
 } from './support/harness.js';
 import { uniqueQueue } from './support/redis.js';
 import {
+  clusterClient,
   clusterSettle,
   ensureCluster,
   failoverMasterOf,
@@ -34,9 +35,7 @@ let cluster: Cluster;
 
 beforeAll(async () => {
   seeds = (await ensureCluster()).seeds.join(',');
-  cluster = new Cluster(
-    seeds.split(',').map((seed) => ({ host: '127.0.0.1', port: Number(seed.split(':')[1]) })),
-  );
+  cluster = clusterClient(seeds.split(','));
 }, 300_000);
 
 afterAll(async () => {

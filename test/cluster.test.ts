@@ -23,12 +23,18 @@ import {
   retryFailed,
   type WorkerOptions,
 } from '@mailroom/worker';
-import { Cluster } from 'ioredis';
+import type { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readQueueBacklog } from '../packages/worker/src/queue-gauges.js';
 import { receiptsPerRecipient, useHarness } from './support/harness.js';
 import { uniqueQueue } from './support/redis.js';
-import { ensureCluster, masterOfKey, perMaster, removeClusterQueueKeys } from './support/redis-cluster.js';
+import {
+  clusterClient,
+  ensureCluster,
+  masterOfKey,
+  perMaster,
+  removeClusterQueueKeys,
+} from './support/redis-cluster.js';
 import { type SmtpServerOptions, type SmtpTestServer, startSmtpServer } from './support/smtp-server.js';
 import { captureLogger, waitUntil } from './support/wait.js';
 
@@ -38,9 +44,7 @@ let cluster: Cluster;
 
 beforeAll(async () => {
   seeds = (await ensureCluster()).seeds.slice(0, 3).join(',');
-  cluster = new Cluster(
-    seeds.split(',').map((seed) => ({ host: '127.0.0.1', port: Number(seed.split(':')[1]) })),
-  );
+  cluster = clusterClient(seeds.split(','));
 }, 300_000);
 
 afterAll(async () => {

@@ -3,7 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type Cluster, Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 
 // cluster-key-slot is ioredis's own dependency, not the root package's, and pnpm does not hoist it
 // where test/ can import it: resolve it from ioredis's directory (the very function ioredis routes by).
@@ -479,4 +479,14 @@ export async function removeClusterQueueKeys(cluster: Cluster, queue: string): P
       }
     } while (cursor !== '0');
   }
+}
+
+/** An ioredis Cluster client on `seeds` (`host:port` strings, as {@link ensureCluster} gives them); the caller quits it. */
+export function clusterClient(seeds: readonly string[]): Cluster {
+  return new Cluster(
+    seeds.map((seed) => {
+      const [host, port] = seed.split(':');
+      return { host: host as string, port: Number(port) };
+    }),
+  );
 }

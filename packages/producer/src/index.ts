@@ -97,6 +97,7 @@ export {
   type EnqueueResult,
   isCheckedMessage,
   openInspector,
+  openProducer,
   type Producer,
   type ProducerOptions,
 } from './producer.js';

@@ -749,15 +749,28 @@ export function createProducer(options: ProducerOptions = {}): Producer {
  * producer is closed then).
  */
 export async function openInspector(options: ProducerOptions = {}): Promise<Producer> {
-  let producer = createProducer({ ...options, inspect: true });
+  const producer = await openProducer({ ...options, inspect: true });
+  let recorded: number;
+  try {
+    recorded = Number(await producer.redis.get(producer.keys.layout));
+  } catch (error) {
+    await producer.close();
+    throw error;
+  }
+  if (!Number.isInteger(recorded) || recorded < 1 || recorded === producer.layout.shards.length)
+    return producer;
+  await producer.close();
+  return openProducer({ ...options, shards: recorded, inspect: true });
+}
+
+/**
+ * A producer that is ready (Redis answers; the layout is claimed unless `inspect`): createProducer,
+ * then ready(). Rejects as ready() does, the producer closed.
+ */
+export async function openProducer(options: ProducerOptions = {}): Promise<Producer> {
+  const producer = createProducer(options);
   try {
     await producer.ready();
-    const recorded = Number(await producer.redis.get(producer.keys.layout));
-    if (Number.isInteger(recorded) && recorded >= 1 && recorded !== producer.layout.shards.length) {
-      await producer.close();
-      producer = createProducer({ ...options, shards: recorded, inspect: true });
-      await producer.ready();
-    }
   } catch (error) {
     await producer.close();
     throw error;

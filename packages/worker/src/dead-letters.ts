@@ -128,8 +128,9 @@ function shardsOf(producer: Producer): ShardJobs[] {
 export async function findJob(
   producer: Producer,
   id: string,
+  shards: readonly ShardJobs[] = shardsOf(producer),
 ): Promise<{ job: Job; shard: ShardJobs } | undefined> {
-  for (const shard of shardsOf(producer)) {
+  for (const shard of shards) {
     const job = (await shard.queue.getJob(id)) as Job | undefined;
     if (job) return { job, shard };
   }
@@ -208,13 +209,21 @@ export async function retryFailed(
   producer: Producer,
   jobIds: readonly string[] | 'all',
 ): Promise<RetryResult> {
-  const ids =
+  const shards = shardsOf(producer);
+  // With 'all', each id comes with the shard it was listed on: looked up there only.
+  const targets: { id: string; on: readonly ShardJobs[] }[] =
     jobIds === 'all'
-      ? (await Promise.all(shardsOf(producer).map(({ queue }) => queue.getRanges(['failed'], 0, -1)))).flat()
-      : jobIds;
+      ? (
+          await Promise.all(
+            shards.map(async (shard) =>
+              (await shard.queue.getRanges(['failed'], 0, -1)).map((id) => ({ id, on: [shard] })),
+            ),
+          )
+        ).flat()
+      : jobIds.map((id) => ({ id, on: shards }));
   const result: RetryResult = { retried: [], messages: 0, reopened: 0, skipped: [], problems: [] };
-  for (const id of ids) {
-    const found = await findJob(producer, id);
+  for (const { id, on } of targets) {
+    const found = await findJob(producer, id, on);
     if (!found) {
       result.problems.push({
         jobId: id,

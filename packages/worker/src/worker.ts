@@ -19,7 +19,6 @@ import {
   claimLayout,
   createRedis,
   type LedgerEntry,
-  type QueueShard,
   queueLayout,
   type RedisClient,
   type RedisInput,
@@ -408,9 +407,8 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
     }
   }
 
-  /** A shard's own parts: its ledger keys and the BullMQ worker that takes its batches. */
+  /** A shard's own parts: the ledger on its keys and what decoding its jobs needs. */
   interface ShardParts {
-    readonly shard: QueueShard;
     readonly ledger: Ledger;
     readonly decodeContext: Parameters<typeof decodeJob>[2];
   }
@@ -428,7 +426,6 @@ export function createWorker(options: WorkerOptions = {}): MailWorker {
   const bullWorkers = layout.shards.map((shard) => {
     const ledger = new Ledger(redis, shard.keys, workerDefaults.ledgerTtl);
     const parts: ShardParts = {
-      shard,
       ledger,
       decodeContext: { redis, base: shard.keys.base, ledger, maxUnpackedBytes, logger, metrics },
     };

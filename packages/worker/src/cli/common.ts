@@ -11,7 +11,7 @@ import {
   readSettings,
 } from '@mailroom/core';
 import type { RedisInput } from '@mailroom/core/protocol';
-import { createProducer, openInspector, type Producer } from '@mailroom/producer';
+import { openInspector, openProducer, type Producer } from '@mailroom/producer';
 import { pino } from 'pino';
 import { redisOf } from '../config.js';
 import { type CliContext, InputError, jsonLogStream, UsageError } from './io.js';
@@ -51,7 +51,7 @@ export function readQueueEnvironment(env: NodeJS.ProcessEnv, queueFlag?: string)
  * Without `enqueues`, the producer inspects: it is opened on the shard count the queue recorded and
  * never changes it; with it, MAILROOM_SHARDS is claimed as producers claim it.
  */
-async function openProducer(
+async function openQueueProducer(
   context: CliContext,
   options: {
     queue?: string | undefined;
@@ -71,15 +71,7 @@ async function openProducer(
       jsonLogStream(context.stderr),
     ),
   };
-  if (options.enqueues !== true) return openInspector(producerOptions);
-  const producer = createProducer(producerOptions);
-  try {
-    await producer.ready();
-  } catch (error) {
-    await producer.close();
-    throw error;
-  }
-  return producer;
+  return options.enqueues === true ? openProducer(producerOptions) : openInspector(producerOptions);
 }
 
 /** Runs `work` with an open producer and closes the producer afterwards, whatever happens. */
@@ -88,7 +80,7 @@ export async function withProducer<T>(
   options: { queue?: string | undefined; batchSize?: number | undefined; enqueues?: boolean | undefined },
   work: (producer: Producer) => Promise<T>,
 ): Promise<T> {
-  const producer = await openProducer(context, options);
+  const producer = await openQueueProducer(context, options);
   try {
     return await work(producer);
   } finally {
